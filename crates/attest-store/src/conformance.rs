@@ -510,7 +510,7 @@ pub async fn concurrency_check(store: Arc<dyn EventStore>, p: ConcurrencyParams)
         let streams = streams.clone();
         handles.push(tokio::spawn(async move {
             let mut acked: Vec<EventId> = Vec::new();
-            let mut x = p.seed ^ ((t as u64 + 1) * 0x9E37_79B9_7F4A_7C15);
+            let mut x = p.seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let mut rnd = move || {
                 x ^= x << 13;
                 x ^= x >> 7;

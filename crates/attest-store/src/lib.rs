@@ -9,6 +9,7 @@
 //! - `conformance` (feature `conformance`): the one test suite every backend must pass.
 
 pub mod error;
+pub mod outbox;
 pub mod postgres;
 pub mod redis_snapshots;
 pub mod snapshot;
