@@ -72,6 +72,24 @@ pub enum AiError {
     /// An argument outside its domain (empty background, k = 0, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// Two inputs that must have one entry per row differ in length.
+    #[error("length mismatch: {column:?} has {got} entries, expected {expected} (one per row)")]
+    LengthMismatch {
+        /// The input whose length is wrong.
+        column: String,
+        /// The expected length (rows).
+        expected: usize,
+        /// Its actual length.
+        got: usize,
+    },
+    /// A group that a metric needs has no rows (or only zero-weight rows).
+    #[error("empty group {group}: {reason}")]
+    EmptyGroup {
+        /// The group, as text.
+        group: String,
+        /// What needed it.
+        reason: String,
+    },
     /// Reading or writing a file failed.
     #[error("I/O error on {path}: {source}")]
     Io {
@@ -81,4 +99,22 @@ pub enum AiError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl AiError {
+    /// A short machine-readable code, stable across versions (used by the CLI and HTTP API).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AiError::FeatureCount { .. } => "feature_count_mismatch",
+            AiError::MissingColumn { .. } => "missing_column",
+            AiError::NonFinite { .. } => "non_finite_value",
+            AiError::InvalidValue { .. } => "invalid_value",
+            AiError::ModelFormat { .. } => "unsupported_model",
+            AiError::Additivity { .. } => "additivity_failed",
+            AiError::InvalidArgument(_) => "invalid_argument",
+            AiError::LengthMismatch { .. } => "length_mismatch",
+            AiError::EmptyGroup { .. } => "empty_group",
+            AiError::Io { .. } => "io",
+        }
+    }
 }

@@ -1,10 +1,39 @@
 //! Models behind one trait.
 
+pub mod lightgbm;
+pub mod linear;
+pub mod mlp;
 pub mod tree;
+pub mod xgboost;
 
+pub use linear::LinearModel;
+pub use mlp::Mlp;
 pub use tree::{Link, TreeEnsemble};
 
 use crate::{AiError, Matrix};
+
+/// Reads the column order of an ordinal feature encoding such as
+/// `reference/feature_encoding.json` (its `features` list): the names to give a model file
+/// that stores none (e.g. [`xgboost::load_with_names`]).
+pub fn feature_names_from_encoding(
+    path: impl AsRef<std::path::Path>,
+) -> Result<Vec<String>, AiError> {
+    let path = path.as_ref();
+    let source = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| AiError::Io {
+        path: source.clone(),
+        source: e,
+    })?;
+    #[derive(serde::Deserialize)]
+    struct Enc {
+        features: Vec<String>,
+    }
+    let enc: Enc = serde_json::from_str(&text).map_err(|e| AiError::ModelFormat {
+        path: source,
+        reason: format!("not a feature encoding document (needs a \"features\" list): {e}"),
+    })?;
+    Ok(enc.features)
+}
 
 /// The space a model's output is expressed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -181,3 +181,140 @@ pub struct TreeEnsemble {
     /// Link from margin to output.
     pub link: Link,
 }
+
+/// Row count from which [`TreeEnsemble`] prediction fans out over rayon's thread pool.
+pub const PARALLEL_ROWS: usize = 256;
+
+/// Rows scored together, tree by tree.
+const PREDICT_BLOCK: usize = 64;
+
+impl TreeEnsemble {
+    /// The margin (base margin plus the sum of leaf values) for one row.
+    ///
+    /// The row must have at least as many values as the highest feature index the trees use;
+    /// [`crate::Model::predict`] checks the width, this raw form does not.
+    #[inline]
+    pub fn margin_row(&self, row: &[f64]) -> f64 {
+        self.base_margin + self.trees.iter().map(|t| t.predict(row)).sum::<f64>()
+    }
+
+    /// Checks the structure every consumer relies on: child indices in range, node 0 the root,
+    /// internal nodes with two children and a feature below `feature_names.len()`, every node
+    /// reachable exactly once (a tree, not a DAG or a cycle), finite leaf values and
+    /// non-negative covers. `source` names the model in the error.
+    pub fn validate(&self, source: &str) -> Result<(), crate::AiError> {
+        let err = |reason: String| crate::AiError::ModelFormat {
+            path: source.to_string(),
+            reason,
+        };
+        if !self.base_margin.is_finite() {
+            return Err(err(format!(
+                "base margin {} is not finite",
+                self.base_margin
+            )));
+        }
+        let n_features = self.feature_names.len();
+        for (t, tree) in self.trees.iter().enumerate() {
+            let n = tree.nodes.len();
+            if n == 0 {
+                return Err(err(format!("tree {t} has no nodes")));
+            }
+            let mut seen = vec![false; n];
+            let mut stack = vec![0usize];
+            while let Some(i) = stack.pop() {
+                if seen[i] {
+                    return Err(err(format!("tree {t}: node {i} is reached twice")));
+                }
+                seen[i] = true;
+                let node = &tree.nodes[i];
+                if !(node.cover.is_finite() && node.cover >= 0.0) {
+                    return Err(err(format!(
+                        "tree {t} node {i}: invalid cover {}",
+                        node.cover
+                    )));
+                }
+                if node.is_leaf() {
+                    if node.right != Node::NONE {
+                        return Err(err(format!("tree {t} node {i}: only one child")));
+                    }
+                    if !node.value.is_finite() {
+                        return Err(err(format!(
+                            "tree {t} leaf {i}: value {} is not finite",
+                            node.value
+                        )));
+                    }
+                    continue;
+                }
+                if node.feature as usize >= n_features {
+                    return Err(err(format!(
+                        "tree {t} node {i}: feature index {} out of range (model has {n_features} features)",
+                        node.feature
+                    )));
+                }
+                for c in [node.left, node.right] {
+                    if c == Node::NONE || c as usize >= n {
+                        return Err(err(format!(
+                            "tree {t} node {i}: child index {c} out of range ({n} nodes)"
+                        )));
+                    }
+                    stack.push(c as usize);
+                }
+            }
+            if let Some(orphan) = seen.iter().position(|s| !s) {
+                return Err(err(format!(
+                    "tree {t}: node {orphan} is not reachable from the root"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl crate::Model for TreeEnsemble {
+    fn feature_names(&self) -> &[String] {
+        &self.feature_names
+    }
+
+    fn predict(
+        &self,
+        x: &crate::Matrix,
+        output: crate::Output,
+    ) -> Result<Vec<f64>, crate::AiError> {
+        use rayon::prelude::*;
+        self.check_width(x)?;
+        let n = x.n_cols();
+        if n == 0 {
+            // Only all-leaf trees can have no features (checked by `validate`).
+            let m = self.margin_row(&[]);
+            let v = match output {
+                crate::Output::Margin => m,
+                crate::Output::Probability => self.link.apply(m),
+            };
+            return Ok(vec![v; x.n_rows()]);
+        }
+        // Blocks of rows, tree-major inside a block so that a tree stays in cache.
+        let block = |rows: &[f64]| -> Vec<f64> {
+            let mut out = vec![self.base_margin; rows.len() / n];
+            for tree in &self.trees {
+                for (o, row) in out.iter_mut().zip(rows.chunks_exact(n)) {
+                    *o += tree.predict(row);
+                }
+            }
+            if output == crate::Output::Probability {
+                out.iter_mut().for_each(|m| *m = self.link.apply(*m));
+            }
+            out
+        };
+        let data = x.as_slice();
+        if x.n_rows() >= PARALLEL_ROWS {
+            let blocks: Vec<Vec<f64>> = data.par_chunks(n * PREDICT_BLOCK).map(block).collect();
+            Ok(blocks.concat())
+        } else {
+            Ok(data.chunks(n * PREDICT_BLOCK).flat_map(block).collect())
+        }
+    }
+
+    fn as_tree_ensemble(&self) -> Option<&TreeEnsemble> {
+        Some(self)
+    }
+}
