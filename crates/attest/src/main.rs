@@ -1,1 +1,81 @@
-fn main() {}
+//! `attest`: the command-line entry point.
+//!
+//! Subcommands live in `cmd/`, one module each; this file only parses arguments, sets up
+//! logging, and maps errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod backend;
+mod cmd;
+
+/// Attest: an event-sourced platform for accountable decisions.
+#[derive(Parser, Debug)]
+#[command(name = "attest", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand understands.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Directory of the embedded (SQLite) store.
+    #[arg(long, global = true, env = "ATTEST_DATA_DIR", default_value = "./attest-data")]
+    pub data_dir: std::path::PathBuf,
+    /// Use the PostgreSQL backend at this URL instead of the embedded store
+    /// (e.g. postgres://postgres@127.0.0.1:5432/postgres).
+    #[arg(long, global = true, env = "ATTEST_POSTGRES_URL")]
+    pub postgres: Option<String>,
+    /// PostgreSQL schema holding Attest's tables.
+    #[arg(long, global = true, env = "ATTEST_PG_SCHEMA", default_value = "attest")]
+    pub pg_schema: String,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Event store tools: init, append, read, tail, stats.
+    #[command(subcommand)]
+    Store(cmd::store::StoreCommand),
+    /// Explain a model's predictions (TreeSHAP, KernelSHAP, LIME, linear SHAP).
+    Explain(cmd::explain::ExplainArgs),
+    /// Fairness audit of predictions by sensitive group.
+    Audit(cmd::audit::AuditArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ATTEST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let json = cli.global.json;
+    let result = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(run(cli)),
+        Err(e) => Err(e.into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            cmd::report_error(&e, json);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Store(c) => cmd::store::run(c, &cli.global).await,
+        Command::Explain(a) => cmd::explain::run(a, &cli.global).await,
+        Command::Audit(a) => cmd::audit::run(a, &cli.global).await,
+    }
+}
