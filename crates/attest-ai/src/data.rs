@@ -30,7 +30,9 @@ impl Table {
 
     /// Reads CSV text from any reader; `source` names it in errors.
     pub fn from_reader(reader: impl std::io::Read, source: &str) -> Result<Self, AiError> {
-        let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_reader(reader);
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(reader);
         let bad = |row: usize, reason: String| AiError::InvalidValue {
             column: String::new(),
             row,
@@ -165,7 +167,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match tb.matrix(&["b".into()]) {
-            Err(AiError::NonFinite { column, row, .. }) => assert_eq!((column.as_str(), row), ("b", 1)),
+            Err(AiError::NonFinite { column, row, .. }) => {
+                assert_eq!((column.as_str(), row), ("b", 1))
+            }
             other => panic!("{other:?}"),
         }
         let tb = t("a,b\n5,x\n");

@@ -9,12 +9,14 @@
 //!
 //! Inputs are dense row-major [`Matrix`] values in `f64`; `NaN` marks a missing value.
 
+pub mod data;
 pub mod drift;
 pub mod error;
 pub mod explain;
 pub mod fairness;
 pub mod matrix;
 pub mod model;
+pub mod report;
 
 pub use error::AiError;
 pub use explain::{Contribution, Direction, Explanation};

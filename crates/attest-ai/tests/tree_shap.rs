@@ -272,7 +272,7 @@ fn random_tree(
 fn random_ensemble(seed: u64, m: usize, n_trees: usize, depth: usize) -> TreeEnsemble {
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let lgbm_style = seed % 2 == 0;
+    let lgbm_style = seed.is_multiple_of(2);
     TreeEnsemble {
         feature_names: (0..m).map(|i| format!("f{i}")).collect(),
         trees: (0..n_trees)

@@ -146,7 +146,10 @@ impl NewEvent {
             + opt(&m.tracestate)
             + opt(&m.tenant)
             + opt(&m.actor)
-            + m.extra.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + m.extra
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
     }
 }
 

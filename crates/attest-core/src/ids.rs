@@ -282,7 +282,9 @@ mod tests {
 
     #[test]
     fn stream_id_rejections() {
-        for bad in ["", "loan", "-42", "loan-", "1oan-2", "lo an-2", "loan-a b", "lóan-1"] {
+        for bad in [
+            "", "loan", "-42", "loan-", "1oan-2", "lo an-2", "loan-a b", "lóan-1",
+        ] {
             assert!(StreamId::new(bad).is_err(), "{bad:?} should be rejected");
         }
         let long = format!("loan-{}", "x".repeat(300));

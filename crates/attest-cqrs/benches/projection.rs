@@ -15,10 +15,14 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use attest_core::RecordedEvent;
 use attest_cqrs::projection::users_by_city::UsersByCity;
-use attest_cqrs::projection::{ProjectorOptions, SqliteProjector};
+use attest_cqrs::projection::{
+    Projection, ProjectorOptions, SqliteProjection, SqliteProjector, Tables,
+};
 use attest_store::{EventStore, LogFilter};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rusqlite::Connection;
 
 const EVENTS: usize = 100_000;
 const BASELINE_EVENTS: usize = 10_000;
@@ -100,6 +104,41 @@ fn catch_up(c: &mut Criterion) {
                 });
             }
             t.elapsed()
+        })
+    });
+    // Reference: the handler alone on events already in memory, default batch per transaction.
+    let events: Vec<RecordedEvent> = rt
+        .block_on(store.read_all(0, usize::MAX, &LogFilter::All))
+        .expect("read");
+    g.bench_function("handler_only_in_memory", |b| {
+        b.iter_custom(|n| {
+            let mut total = Duration::ZERO;
+            for i in 0..n {
+                let path = dir.path().join(format!("handler-{i}.db"));
+                let mut conn = Connection::open(&path).expect("open");
+                conn.pragma_update(None, "journal_mode", "WAL")
+                    .expect("wal");
+                conn.pragma_update(None, "synchronous", "NORMAL")
+                    .expect("sync");
+                let mut p = UsersByCity::new();
+                let tables = Tables::new(p.tables(), 1, None);
+                let tx = conn.transaction().expect("tx");
+                SqliteProjection::create_tables(&mut p, &tx, &tables).expect("create");
+                tx.commit().expect("commit");
+                let filter = p.filter();
+                let t = Instant::now();
+                for chunk in events.chunks(ProjectorOptions::default().batch_size) {
+                    let tx = conn.transaction().expect("tx");
+                    for e in chunk.iter().filter(|e| filter.matches(e)) {
+                        SqliteProjection::handle(&mut p, &tx, &tables, e).expect("handle");
+                    }
+                    tx.commit().expect("commit");
+                }
+                total += t.elapsed();
+                drop(conn);
+                let _ = std::fs::remove_file(&path);
+            }
+            total
         })
     });
     g.throughput(Throughput::Elements(small_head));

@@ -13,9 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use attest_core::{
-    Category, EventId, ExpectedVersion, Metadata, NewEvent, SchemaRef, StreamId,
-};
+use attest_core::{Category, EventId, ExpectedVersion, Metadata, NewEvent, SchemaRef, StreamId};
 
 use crate::{
     DeleteMode, Direction, EventStore, LogFilter, StoreError, StreamAppend, StreamFrom,
@@ -85,7 +83,10 @@ pub async fn append_and_read_stream(store: Arc<dyn EventStore>) {
         .await
         .unwrap();
     assert_eq!(r.streams.len(), 1);
-    assert_eq!((r.streams[0].first_version, r.streams[0].last_version), (0, 9));
+    assert_eq!(
+        (r.streams[0].first_version, r.streams[0].last_version),
+        (0, 9)
+    );
     assert_eq!((r.first_position, r.last_position), (1, 10));
 
     let all = store
@@ -98,7 +99,10 @@ pub async fn append_and_read_stream(store: Arc<dyn EventStore>) {
         assert_eq!(e.position, i as u64 + 1);
         assert_eq!(e.stream_id, s);
         assert_eq!(n_of(e), i as u64);
-        assert!(e.recorded_at > before && e.recorded_at < chrono::Utc::now() + chrono::Duration::seconds(5));
+        assert!(
+            e.recorded_at > before
+                && e.recorded_at < chrono::Utc::now() + chrono::Duration::seconds(5)
+        );
     }
     let e0 = &all[0];
     assert_eq!(e0.id, first.id);
@@ -114,7 +118,10 @@ pub async fn append_and_read_stream(store: Arc<dyn EventStore>) {
         .read_stream(&s, StreamFrom::End, Direction::Backward, 3)
         .await
         .unwrap();
-    assert_eq!(back.iter().map(|e| e.version).collect::<Vec<_>>(), [9, 8, 7]);
+    assert_eq!(
+        back.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [9, 8, 7]
+    );
     let mid = store
         .read_stream(&s, StreamFrom::Version(4), Direction::Forward, 2)
         .await
@@ -124,7 +131,10 @@ pub async fn append_and_read_stream(store: Arc<dyn EventStore>) {
         .read_stream(&s, StreamFrom::Version(4), Direction::Backward, 100)
         .await
         .unwrap();
-    assert_eq!(mid_back.iter().map(|e| e.version).collect::<Vec<_>>(), [4, 3, 2, 1, 0]);
+    assert_eq!(
+        mid_back.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [4, 3, 2, 1, 0]
+    );
     let past_end = store
         .read_stream(&s, StreamFrom::Version(10), Direction::Forward, 100)
         .await
@@ -141,10 +151,17 @@ pub async fn append_and_read_stream(store: Arc<dyn EventStore>) {
     let info = store.stream_info(&s).await.unwrap().unwrap();
     assert_eq!(info.last_version, Some(9));
     assert_eq!(info.state, StreamState::Active);
-    assert!(store.stream_info(&sid("order-404")).await.unwrap().is_none());
+    assert!(store
+        .stream_info(&sid("order-404"))
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(store.head_position().await.unwrap(), 10);
     let stats = store.stats().await.unwrap();
-    assert_eq!((stats.events, stats.streams, stats.head_position), (10, 1, 10));
+    assert_eq!(
+        (stats.events, stats.streams, stats.head_position),
+        (10, 1, 10)
+    );
 }
 
 /// `Any | NoStream | StreamExists | Exact(v)`, and conflicts carrying the actual version.
@@ -158,11 +175,19 @@ pub async fn expected_version_rules(store: Arc<dyn EventStore>) {
         other => panic!("expected conflict with actual {want:?}, got {other:?}"),
     };
     conflict(
-        store.append(s.clone(), ExpectedVersion::StreamExists, vec![ev("Opened", 0)]).await,
+        store
+            .append(
+                s.clone(),
+                ExpectedVersion::StreamExists,
+                vec![ev("Opened", 0)],
+            )
+            .await,
         None,
     );
     conflict(
-        store.append(s.clone(), ExpectedVersion::Exact(0), vec![ev("Opened", 0)]).await,
+        store
+            .append(s.clone(), ExpectedVersion::Exact(0), vec![ev("Opened", 0)])
+            .await,
         None,
     );
     store
@@ -170,30 +195,57 @@ pub async fn expected_version_rules(store: Arc<dyn EventStore>) {
         .await
         .unwrap();
     conflict(
-        store.append(s.clone(), ExpectedVersion::NoStream, vec![ev("Opened", 0)]).await,
+        store
+            .append(s.clone(), ExpectedVersion::NoStream, vec![ev("Opened", 0)])
+            .await,
         Some(0),
     );
     conflict(
-        store.append(s.clone(), ExpectedVersion::Exact(5), vec![ev("Deposited", 1)]).await,
+        store
+            .append(
+                s.clone(),
+                ExpectedVersion::Exact(5),
+                vec![ev("Deposited", 1)],
+            )
+            .await,
         Some(0),
     );
     let r = store
-        .append(s.clone(), ExpectedVersion::Exact(0), vec![ev("Deposited", 1)])
+        .append(
+            s.clone(),
+            ExpectedVersion::Exact(0),
+            vec![ev("Deposited", 1)],
+        )
         .await
         .unwrap();
     assert_eq!(r.streams[0].last_version, 1);
     let r = store
-        .append(s.clone(), ExpectedVersion::StreamExists, vec![ev("Deposited", 2)])
+        .append(
+            s.clone(),
+            ExpectedVersion::StreamExists,
+            vec![ev("Deposited", 2)],
+        )
         .await
         .unwrap();
     assert_eq!(r.streams[0].last_version, 2);
     let r = store
-        .append(s.clone(), ExpectedVersion::Any, vec![ev("Deposited", 3), ev("Deposited", 4)])
+        .append(
+            s.clone(),
+            ExpectedVersion::Any,
+            vec![ev("Deposited", 3), ev("Deposited", 4)],
+        )
         .await
         .unwrap();
-    assert_eq!((r.streams[0].first_version, r.streams[0].last_version), (3, 4));
+    assert_eq!(
+        (r.streams[0].first_version, r.streams[0].last_version),
+        (3, 4)
+    );
     let err = store
-        .append(s.clone(), ExpectedVersion::Exact(1), vec![ev("Deposited", 9)])
+        .append(
+            s.clone(),
+            ExpectedVersion::Exact(1),
+            vec![ev("Deposited", 9)],
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("acct-1") && err.to_string().contains("version 4"));
@@ -225,8 +277,15 @@ pub async fn multi_stream_append_is_atomic(store: Arc<dyn EventStore>) {
             },
         ])
         .await;
-    assert!(matches!(bad, Err(StoreError::WrongExpectedVersion { ref stream, actual: Some(0), .. }) if stream == &b), "{bad:?}");
-    assert!(store.stream_info(&a).await.unwrap().is_none_or(|i| i.last_version.is_none()));
+    assert!(
+        matches!(bad, Err(StoreError::WrongExpectedVersion { ref stream, actual: Some(0), .. }) if stream == &b),
+        "{bad:?}"
+    );
+    assert!(store
+        .stream_info(&a)
+        .await
+        .unwrap()
+        .is_none_or(|i| i.last_version.is_none()));
     assert_eq!(store.head_position().await.unwrap(), 1);
 
     let ok = store
@@ -246,11 +305,20 @@ pub async fn multi_stream_append_is_atomic(store: Arc<dyn EventStore>) {
         .unwrap();
     assert_eq!(ok.streams.len(), 2);
     assert_eq!(ok.streams[0].stream, a);
-    assert_eq!((ok.streams[0].first_version, ok.streams[0].last_version), (0, 1));
-    assert_eq!((ok.streams[1].first_version, ok.streams[1].last_version), (1, 1));
+    assert_eq!(
+        (ok.streams[0].first_version, ok.streams[0].last_version),
+        (0, 1)
+    );
+    assert_eq!(
+        (ok.streams[1].first_version, ok.streams[1].last_version),
+        (1, 1)
+    );
     assert_eq!((ok.first_position, ok.last_position), (2, 4));
     let log = store.read_all(0, 100, &LogFilter::All).await.unwrap();
-    assert_eq!(log.iter().map(|e| e.position).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(
+        log.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
     assert_eq!(log.iter().map(n_of).collect::<Vec<_>>(), [0, 1, 2, 3]);
 }
 
@@ -283,12 +351,18 @@ pub async fn idempotent_retries(store: Arc<dyn EventStore>) {
     // The same id in another stream is a conflict too.
     let elsewhere = vec![batch[0].clone()];
     assert!(matches!(
-        store.append(sid("pay-2"), ExpectedVersion::Any, elsewhere).await,
+        store
+            .append(sid("pay-2"), ExpectedVersion::Any, elsewhere)
+            .await,
         Err(StoreError::IdempotencyConflict { .. })
     ));
     assert_eq!(store.head_position().await.unwrap(), 2);
     let later = store
-        .append(s.clone(), ExpectedVersion::Exact(1), vec![ev("PaymentCaptured", 2)])
+        .append(
+            s.clone(),
+            ExpectedVersion::Exact(1),
+            vec![ev("PaymentCaptured", 2)],
+        )
         .await
         .unwrap();
     assert_eq!(later.streams[0].last_version, 2);
@@ -297,24 +371,52 @@ pub async fn idempotent_retries(store: Arc<dyn EventStore>) {
 /// Positions 1..=n without gaps; reads after a position; category filter.
 pub async fn global_log_is_gap_free_and_filterable(store: Arc<dyn EventStore>) {
     for i in 0..30u64 {
-        let s = if i % 3 == 0 { sid(&format!("user-{i}")) } else { sid(&format!("order-{}", i % 4)) };
-        store.append(s, ExpectedVersion::Any, vec![ev("Happened", i)]).await.unwrap();
+        let s = if i % 3 == 0 {
+            sid(&format!("user-{i}"))
+        } else {
+            sid(&format!("order-{}", i % 4))
+        };
+        store
+            .append(s, ExpectedVersion::Any, vec![ev("Happened", i)])
+            .await
+            .unwrap();
     }
     let all = store.read_all(0, 1000, &LogFilter::All).await.unwrap();
-    assert_eq!(all.iter().map(|e| e.position).collect::<Vec<_>>(), (1..=30).collect::<Vec<_>>());
-    assert_eq!(all.iter().map(n_of).collect::<Vec<_>>(), (0..30).collect::<Vec<_>>());
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (1..=30).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        all.iter().map(n_of).collect::<Vec<_>>(),
+        (0..30).collect::<Vec<_>>()
+    );
     let page = store.read_all(10, 5, &LogFilter::All).await.unwrap();
-    assert_eq!(page.iter().map(|e| e.position).collect::<Vec<_>>(), [11, 12, 13, 14, 15]);
-    assert!(store.read_all(30, 10, &LogFilter::All).await.unwrap().is_empty());
+    assert_eq!(
+        page.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [11, 12, 13, 14, 15]
+    );
+    assert!(store
+        .read_all(30, 10, &LogFilter::All)
+        .await
+        .unwrap()
+        .is_empty());
     let users = store
-        .read_all(0, 1000, &LogFilter::Category(Category::new("user").unwrap()))
+        .read_all(
+            0,
+            1000,
+            &LogFilter::Category(Category::new("user").unwrap()),
+        )
         .await
         .unwrap();
     assert_eq!(users.len(), 10);
     assert!(users.iter().all(|e| e.stream_id.category() == "user"));
     assert!(users.windows(2).all(|w| w[0].position < w[1].position));
     let after = store
-        .read_all(users[4].position, 2, &LogFilter::Category(Category::new("user").unwrap()))
+        .read_all(
+            users[4].position,
+            2,
+            &LogFilter::Category(Category::new("user").unwrap()),
+        )
         .await
         .unwrap();
     assert_eq!(after.len(), 2);
@@ -324,24 +426,49 @@ pub async fn global_log_is_gap_free_and_filterable(store: Arc<dyn EventStore>) {
 /// Empty appends, a repeated stream, an over-size event: typed errors, nothing written.
 pub async fn bad_input_is_rejected(store: Arc<dyn EventStore>) {
     let s = sid("doc-1");
-    store.append(s.clone(), ExpectedVersion::Any, vec![ev("Created", 0)]).await.unwrap();
-    assert!(matches!(store.append_many(vec![]).await, Err(StoreError::EmptyAppend { stream: None })));
+    store
+        .append(s.clone(), ExpectedVersion::Any, vec![ev("Created", 0)])
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.append_many(vec![]).await,
+        Err(StoreError::EmptyAppend { stream: None })
+    ));
     assert!(matches!(
         store.append(s.clone(), ExpectedVersion::Any, vec![]).await,
         Err(StoreError::EmptyAppend { stream: Some(_) })
     ));
     let twice = store
         .append_many(vec![
-            StreamAppend { stream: s.clone(), expected: ExpectedVersion::Any, events: vec![ev("A", 1)] },
-            StreamAppend { stream: s.clone(), expected: ExpectedVersion::Any, events: vec![ev("B", 2)] },
+            StreamAppend {
+                stream: s.clone(),
+                expected: ExpectedVersion::Any,
+                events: vec![ev("A", 1)],
+            },
+            StreamAppend {
+                stream: s.clone(),
+                expected: ExpectedVersion::Any,
+                events: vec![ev("B", 2)],
+            },
         ])
         .await;
-    assert!(matches!(twice, Err(StoreError::DuplicateStreamInAppend { .. })));
+    assert!(matches!(
+        twice,
+        Err(StoreError::DuplicateStreamInAppend { .. })
+    ));
     let limit = store.options().max_event_size;
     let big = NewEvent::new("Huge", "application/octet-stream", vec![7u8; limit + 1]).unwrap();
     let big_id = big.id;
-    match store.append(s.clone(), ExpectedVersion::Any, vec![ev("Fine", 1), big]).await {
-        Err(StoreError::EventTooLarge { event_id, size, limit: l, .. }) => {
+    match store
+        .append(s.clone(), ExpectedVersion::Any, vec![ev("Fine", 1), big])
+        .await
+    {
+        Err(StoreError::EventTooLarge {
+            event_id,
+            size,
+            limit: l,
+            ..
+        }) => {
             assert_eq!(event_id, big_id);
             assert_eq!(l, limit);
             assert!(size > limit);
@@ -350,31 +477,58 @@ pub async fn bad_input_is_rejected(store: Arc<dyn EventStore>) {
     }
     // Exactly at the limit is accepted.
     let at_limit = NewEvent::new("Big", "application/octet-stream", vec![1u8; limit]).unwrap();
-    store.append(s.clone(), ExpectedVersion::Exact(0), vec![at_limit.clone()]).await.unwrap();
-    let back = store.read_stream(&s, StreamFrom::Version(1), Direction::Forward, 1).await.unwrap();
+    store
+        .append(s.clone(), ExpectedVersion::Exact(0), vec![at_limit.clone()])
+        .await
+        .unwrap();
+    let back = store
+        .read_stream(&s, StreamFrom::Version(1), Direction::Forward, 1)
+        .await
+        .unwrap();
     assert_eq!(back[0].payload.len(), limit);
     assert_eq!(back[0].payload, at_limit.payload);
     // Empty payloads are legal.
     store
-        .append(s.clone(), ExpectedVersion::Exact(1), vec![NewEvent::new("Empty", "application/json", vec![]).unwrap()])
+        .append(
+            s.clone(),
+            ExpectedVersion::Exact(1),
+            vec![NewEvent::new("Empty", "application/json", vec![]).unwrap()],
+        )
         .await
         .unwrap();
     assert_eq!(store.head_position().await.unwrap(), 3);
-    assert_eq!(store.read_all(0, 100, &LogFilter::All).await.unwrap().len(), 3);
+    assert_eq!(
+        store.read_all(0, 100, &LogFilter::All).await.unwrap().len(),
+        3
+    );
 }
 
 /// Catch-up from a checkpoint, hand-over to live, category subscriptions.
 pub async fn subscription_catches_up_then_goes_live(store: Arc<dyn EventStore>) {
     for i in 0..50u64 {
-        store.append(sid(&format!("item-{}", i % 5)), ExpectedVersion::Any, vec![ev("Seen", i)]).await.unwrap();
+        store
+            .append(
+                sid(&format!("item-{}", i % 5)),
+                ExpectedVersion::Any,
+                vec![ev("Seen", i)],
+            )
+            .await
+            .unwrap();
     }
     let mut sub = Subscription::new(store.clone(), 0, LogFilter::All).with_page_size(7);
     let writer = {
         let store = store.clone();
         tokio::spawn(async move {
             for i in 50..120u64 {
-                let s = if i % 2 == 0 { sid(&format!("item-{}", i % 5)) } else { sid("other-1") };
-                store.append(s, ExpectedVersion::Any, vec![ev("Seen", i)]).await.unwrap();
+                let s = if i % 2 == 0 {
+                    sid(&format!("item-{}", i % 5))
+                } else {
+                    sid("other-1")
+                };
+                store
+                    .append(s, ExpectedVersion::Any, vec![ev("Seen", i)])
+                    .await
+                    .unwrap();
                 if i % 10 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -382,7 +536,10 @@ pub async fn subscription_catches_up_then_goes_live(store: Arc<dyn EventStore>) 
         })
     };
     for want in 1..=120u64 {
-        let e = tokio::time::timeout(Duration::from_secs(30), sub.next()).await.expect("subscription stalled").unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(30), sub.next())
+            .await
+            .expect("subscription stalled")
+            .unwrap();
         assert_eq!(e.position, want);
         assert_eq!(n_of(&e), want - 1);
         assert_eq!(sub.checkpoint(), want);
@@ -402,83 +559,241 @@ pub async fn subscription_catches_up_then_goes_live(store: Arc<dyn EventStore>) 
     assert_eq!(seen, 35);
     let waiter = tokio::spawn(async move { others.next().await.map(|e| n_of(&e)) });
     tokio::time::sleep(Duration::from_millis(20)).await;
-    store.append(sid("item-1"), ExpectedVersion::Any, vec![ev("Seen", 500)]).await.unwrap();
-    store.append(sid("other-1"), ExpectedVersion::Any, vec![ev("Seen", 501)]).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(30), waiter).await.expect("live category event not delivered").unwrap().unwrap();
+    store
+        .append(sid("item-1"), ExpectedVersion::Any, vec![ev("Seen", 500)])
+        .await
+        .unwrap();
+    store
+        .append(sid("other-1"), ExpectedVersion::Any, vec![ev("Seen", 501)])
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("live category event not delivered")
+        .unwrap()
+        .unwrap();
     assert_eq!(got, 501);
 }
 
 /// Soft delete, revival, tombstone.
 pub async fn stream_lifecycle(store: Arc<dyn EventStore>) {
     let s = sid("cart-1");
-    store.append(s.clone(), ExpectedVersion::NoStream, vec![ev("Added", 0), ev("Added", 1)]).await.unwrap();
+    store
+        .append(
+            s.clone(),
+            ExpectedVersion::NoStream,
+            vec![ev("Added", 0), ev("Added", 1)],
+        )
+        .await
+        .unwrap();
     assert!(matches!(
-        store.delete_stream(&s, ExpectedVersion::Exact(0), DeleteMode::Soft).await,
-        Err(StoreError::WrongExpectedVersion { actual: Some(1), .. })
+        store
+            .delete_stream(&s, ExpectedVersion::Exact(0), DeleteMode::Soft)
+            .await,
+        Err(StoreError::WrongExpectedVersion {
+            actual: Some(1),
+            ..
+        })
     ));
-    store.delete_stream(&s, ExpectedVersion::Exact(1), DeleteMode::Soft).await.unwrap();
+    store
+        .delete_stream(&s, ExpectedVersion::Exact(1), DeleteMode::Soft)
+        .await
+        .unwrap();
     assert!(matches!(
-        store.read_stream(&s, StreamFrom::Start, Direction::Forward, 10).await,
+        store
+            .read_stream(&s, StreamFrom::Start, Direction::Forward, 10)
+            .await,
         Err(StoreError::StreamNotFound { .. })
     ));
-    assert_eq!(store.stream_info(&s).await.unwrap().unwrap().state, StreamState::SoftDeleted);
+    assert_eq!(
+        store.stream_info(&s).await.unwrap().unwrap().state,
+        StreamState::SoftDeleted
+    );
     // Revival: versions continue, old events stay hidden.
-    let r = store.append(s.clone(), ExpectedVersion::NoStream, vec![ev("Added", 2)]).await.unwrap();
+    let r = store
+        .append(s.clone(), ExpectedVersion::NoStream, vec![ev("Added", 2)])
+        .await
+        .unwrap();
     assert_eq!(r.streams[0].first_version, 2);
-    let visible = store.read_stream(&s, StreamFrom::Start, Direction::Forward, 10).await.unwrap();
+    let visible = store
+        .read_stream(&s, StreamFrom::Start, Direction::Forward, 10)
+        .await
+        .unwrap();
     assert_eq!(visible.iter().map(|e| e.version).collect::<Vec<_>>(), [2]);
-    assert_eq!(store.stream_info(&s).await.unwrap().unwrap().state, StreamState::Active);
+    assert_eq!(
+        store.stream_info(&s).await.unwrap().unwrap().state,
+        StreamState::Active
+    );
 
     let t = sid("cart-2");
-    store.append(t.clone(), ExpectedVersion::NoStream, vec![ev("Added", 10), ev("Added", 11)]).await.unwrap();
-    store.delete_stream(&t, ExpectedVersion::Any, DeleteMode::Hard).await.unwrap();
+    store
+        .append(
+            t.clone(),
+            ExpectedVersion::NoStream,
+            vec![ev("Added", 10), ev("Added", 11)],
+        )
+        .await
+        .unwrap();
+    store
+        .delete_stream(&t, ExpectedVersion::Any, DeleteMode::Hard)
+        .await
+        .unwrap();
     assert!(matches!(
-        store.read_stream(&t, StreamFrom::Start, Direction::Forward, 10).await,
+        store
+            .read_stream(&t, StreamFrom::Start, Direction::Forward, 10)
+            .await,
         Err(StoreError::StreamDeleted { .. })
     ));
     assert!(matches!(
-        store.append(t.clone(), ExpectedVersion::Any, vec![ev("Added", 12)]).await,
+        store
+            .append(t.clone(), ExpectedVersion::Any, vec![ev("Added", 12)])
+            .await,
         Err(StoreError::StreamDeleted { .. })
     ));
     assert!(matches!(
-        store.delete_stream(&t, ExpectedVersion::Any, DeleteMode::Soft).await,
+        store
+            .delete_stream(&t, ExpectedVersion::Any, DeleteMode::Soft)
+            .await,
         Err(StoreError::StreamDeleted { .. })
     ));
-    assert_eq!(store.stream_info(&t).await.unwrap().unwrap().state, StreamState::Tombstoned);
+    assert_eq!(
+        store.stream_info(&t).await.unwrap().unwrap().state,
+        StreamState::Tombstoned
+    );
     let log = store.read_all(0, 100, &LogFilter::All).await.unwrap();
-    assert!(log.iter().all(|e| e.stream_id != t), "tombstoned events must be gone from the log");
+    assert!(
+        log.iter().all(|e| e.stream_id != t),
+        "tombstoned events must be gone from the log"
+    );
     assert_eq!(log.len(), 3);
     // The head never moves backwards, and new appends get fresh positions.
     let head = store.head_position().await.unwrap();
     assert_eq!(head, 5);
-    let r = store.append(sid("cart-3"), ExpectedVersion::Any, vec![ev("Added", 20)]).await.unwrap();
+    let r = store
+        .append(sid("cart-3"), ExpectedVersion::Any, vec![ev("Added", 20)])
+        .await
+        .unwrap();
     assert_eq!(r.first_position, 6);
 }
 
 /// truncate-before, max-count and max-age hide events on stream reads.
 pub async fn stream_metadata_on_read(store: Arc<dyn EventStore>) {
     let s = sid("log-1");
-    store.append(s.clone(), ExpectedVersion::Any, (0..10).map(|i| ev("Line", i)).collect()).await.unwrap();
-    let versions = |v: Vec<attest_core::RecordedEvent>| v.iter().map(|e| e.version).collect::<Vec<_>>();
-    store.set_stream_metadata(&s, StreamMetadata { truncate_before: Some(4), ..Default::default() }).await.unwrap();
-    assert_eq!(versions(store.read_stream(&s, StreamFrom::Start, Direction::Forward, 100).await.unwrap()), (4..10).collect::<Vec<_>>());
-    assert_eq!(versions(store.read_stream(&s, StreamFrom::End, Direction::Backward, 100).await.unwrap()), (4..10).rev().collect::<Vec<_>>());
-    store.set_stream_metadata(&s, StreamMetadata { max_count: Some(3), ..Default::default() }).await.unwrap();
-    assert_eq!(versions(store.read_stream(&s, StreamFrom::Start, Direction::Forward, 100).await.unwrap()), [7, 8, 9]);
+    store
+        .append(
+            s.clone(),
+            ExpectedVersion::Any,
+            (0..10).map(|i| ev("Line", i)).collect(),
+        )
+        .await
+        .unwrap();
+    let versions =
+        |v: Vec<attest_core::RecordedEvent>| v.iter().map(|e| e.version).collect::<Vec<_>>();
+    store
+        .set_stream_metadata(
+            &s,
+            StreamMetadata {
+                truncate_before: Some(4),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        versions(
+            store
+                .read_stream(&s, StreamFrom::Start, Direction::Forward, 100)
+                .await
+                .unwrap()
+        ),
+        (4..10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        versions(
+            store
+                .read_stream(&s, StreamFrom::End, Direction::Backward, 100)
+                .await
+                .unwrap()
+        ),
+        (4..10).rev().collect::<Vec<_>>()
+    );
+    store
+        .set_stream_metadata(
+            &s,
+            StreamMetadata {
+                max_count: Some(3),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        versions(
+            store
+                .read_stream(&s, StreamFrom::Start, Direction::Forward, 100)
+                .await
+                .unwrap()
+        ),
+        [7, 8, 9]
+    );
     let info = store.stream_info(&s).await.unwrap().unwrap();
     assert_eq!(info.metadata.max_count, Some(3));
     assert_eq!(info.metadata.truncate_before, None);
-    store.set_stream_metadata(&s, StreamMetadata { max_age: Some(Duration::from_secs(3600)), ..Default::default() }).await.unwrap();
-    assert_eq!(store.read_stream(&s, StreamFrom::Start, Direction::Forward, 100).await.unwrap().len(), 10);
+    store
+        .set_stream_metadata(
+            &s,
+            StreamMetadata {
+                max_age: Some(Duration::from_secs(3600)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .read_stream(&s, StreamFrom::Start, Direction::Forward, 100)
+            .await
+            .unwrap()
+            .len(),
+        10
+    );
     tokio::time::sleep(Duration::from_millis(30)).await;
-    store.set_stream_metadata(&s, StreamMetadata { max_age: Some(Duration::from_millis(10)), ..Default::default() }).await.unwrap();
-    assert!(store.read_stream(&s, StreamFrom::Start, Direction::Forward, 100).await.unwrap().is_empty());
+    store
+        .set_stream_metadata(
+            &s,
+            StreamMetadata {
+                max_age: Some(Duration::from_millis(10)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(store
+        .read_stream(&s, StreamFrom::Start, Direction::Forward, 100)
+        .await
+        .unwrap()
+        .is_empty());
     // Metadata never changes the global log or the version sequence.
-    assert_eq!(store.read_all(0, 100, &LogFilter::All).await.unwrap().len(), 10);
-    let r = store.append(s.clone(), ExpectedVersion::Exact(9), vec![ev("Line", 10)]).await.unwrap();
+    assert_eq!(
+        store.read_all(0, 100, &LogFilter::All).await.unwrap().len(),
+        10
+    );
+    let r = store
+        .append(s.clone(), ExpectedVersion::Exact(9), vec![ev("Line", 10)])
+        .await
+        .unwrap();
     assert_eq!(r.streams[0].last_version, 10);
     // Metadata on a stream with no events creates no events.
-    store.set_stream_metadata(&sid("log-2"), StreamMetadata { max_count: Some(1), ..Default::default() }).await.unwrap();
+    store
+        .set_stream_metadata(
+            &sid("log-2"),
+            StreamMetadata {
+                max_count: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(store.head_position().await.unwrap(), 11);
 }
 
@@ -502,7 +817,9 @@ pub struct ConcurrencyParams {
 /// and a subscriber running throughout: no lost update, no duplicate version, and the
 /// subscriber sees every committed event exactly once in position order.
 pub async fn concurrency_check(store: Arc<dyn EventStore>, p: ConcurrencyParams) {
-    let streams: Vec<StreamId> = (0..p.streams).map(|i| sid(&format!("shared-{i}"))).collect();
+    let streams: Vec<StreamId> = (0..p.streams)
+        .map(|i| sid(&format!("shared-{i}")))
+        .collect();
     let mut sub = Subscription::new(store.clone(), 0, LogFilter::All).with_page_size(64);
     let mut handles = Vec::new();
     for t in 0..p.tasks {
@@ -525,16 +842,31 @@ pub async fn concurrency_check(store: Arc<dyn EventStore>, p: ConcurrencyParams)
                     let other = sid(&format!("private-{t}-{op}"));
                     let r = store
                         .append_many(vec![
-                            StreamAppend { stream: other, expected: ExpectedVersion::NoStream, events: vec![ev("Doomed", payload)] },
-                            StreamAppend { stream: s, expected: ExpectedVersion::Exact(u64::MAX - 1), events: vec![ev("Doomed", payload)] },
+                            StreamAppend {
+                                stream: other,
+                                expected: ExpectedVersion::NoStream,
+                                events: vec![ev("Doomed", payload)],
+                            },
+                            StreamAppend {
+                                stream: s,
+                                expected: ExpectedVersion::Exact(u64::MAX - 1),
+                                events: vec![ev("Doomed", payload)],
+                            },
                         ])
                         .await;
-                    assert!(matches!(r, Err(StoreError::WrongExpectedVersion { .. })), "{r:?}");
+                    assert!(
+                        matches!(r, Err(StoreError::WrongExpectedVersion { .. })),
+                        "{r:?}"
+                    );
                     continue;
                 }
                 // Optimistic read-modify-write with retry on conflict.
                 loop {
-                    let current = store.stream_info(&s).await.unwrap().and_then(|i| i.last_version);
+                    let current = store
+                        .stream_info(&s)
+                        .await
+                        .unwrap()
+                        .and_then(|i| i.last_version);
                     let expected = match current {
                         None => ExpectedVersion::NoStream,
                         Some(v) => ExpectedVersion::Exact(v),
@@ -565,23 +897,44 @@ pub async fn concurrency_check(store: Arc<dyn EventStore>, p: ConcurrencyParams)
         }
     }
     let total = acked.len() as u64;
-    assert_eq!(store.head_position().await.unwrap(), total, "every committed event has one position, no gaps, no doomed event");
+    assert_eq!(
+        store.head_position().await.unwrap(),
+        total,
+        "every committed event has one position, no gaps, no doomed event"
+    );
     let mut seen = HashSet::new();
     let mut last = 0;
     for _ in 0..total {
-        let e = tokio::time::timeout(Duration::from_secs(60), sub.next()).await.expect("subscriber stalled").unwrap();
-        assert_eq!(e.position, last + 1, "subscriber must see positions in order without gaps");
+        let e = tokio::time::timeout(Duration::from_secs(60), sub.next())
+            .await
+            .expect("subscriber stalled")
+            .unwrap();
+        assert_eq!(
+            e.position,
+            last + 1,
+            "subscriber must see positions in order without gaps"
+        );
         last = e.position;
-        assert!(acked.contains(&e.id), "subscriber saw an event that was not acknowledged");
+        assert!(
+            acked.contains(&e.id),
+            "subscriber saw an event that was not acknowledged"
+        );
         assert!(seen.insert(e.id), "subscriber saw an event twice");
         assert_ne!(e.event_type.as_str(), "Doomed");
     }
     assert!(sub.try_next().await.unwrap().is_none());
     let mut sum = 0u64;
     for s in &streams {
-        if let Ok(events) = store.read_stream(s, StreamFrom::Start, Direction::Forward, usize::MAX / 2).await {
+        if let Ok(events) = store
+            .read_stream(s, StreamFrom::Start, Direction::Forward, usize::MAX / 2)
+            .await
+        {
             let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
-            assert_eq!(versions, (0..events.len() as u64).collect::<Vec<_>>(), "versions of {s} must be contiguous");
+            assert_eq!(
+                versions,
+                (0..events.len() as u64).collect::<Vec<_>>(),
+                "versions of {s} must be contiguous"
+            );
             sum += events.len() as u64;
         }
     }
@@ -592,7 +945,13 @@ pub async fn concurrency_check(store: Arc<dyn EventStore>, p: ConcurrencyParams)
 pub async fn concurrent_writers_with_a_live_subscriber(store: Arc<dyn EventStore>) {
     concurrency_check(
         store,
-        ConcurrencyParams { tasks: 16, ops_per_task: 40, streams: 4, fail_every: 7, seed: 42 },
+        ConcurrencyParams {
+            tasks: 16,
+            ops_per_task: 40,
+            streams: 4,
+            fail_every: 7,
+            seed: 42,
+        },
     )
     .await;
 }

@@ -26,7 +26,9 @@ pub enum StoreError {
         stream: StreamId,
     },
     /// An event is larger than the configured limit.
-    #[error("event {event_id} for stream {stream} is {size} bytes, over the limit of {limit} bytes")]
+    #[error(
+        "event {event_id} for stream {stream} is {size} bytes, over the limit of {limit} bytes"
+    )]
     EventTooLarge {
         /// Target stream.
         stream: StreamId,

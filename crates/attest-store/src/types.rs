@@ -1,6 +1,8 @@
 use std::time::Duration;
 
-use attest_core::{Category, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, Version};
+use attest_core::{
+    Category, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, Version,
+};
 use serde::{Deserialize, Serialize};
 
 /// One stream's part of an append.

@@ -21,8 +21,12 @@ fn sqlite_db() -> (tempfile::TempDir, Connection) {
 }
 
 fn msg(key: &str, n: u32) -> OutboxMessage {
-    OutboxMessage::new(key, format!("accounts.{key}"), format!("{key}:{n}").into_bytes())
-        .with_header("n", n.to_string())
+    OutboxMessage::new(
+        key,
+        format!("accounts.{key}"),
+        format!("{key}:{n}").into_bytes(),
+    )
+    .with_header("n", n.to_string())
 }
 
 #[test]
@@ -31,14 +35,16 @@ fn sqlite_rollback_leaves_no_row_commit_does() {
     // Rolled back: neither the business row nor the message survive.
     {
         let tx = conn.transaction().unwrap();
-        tx.execute("INSERT INTO accounts VALUES ('a', 10)", []).unwrap();
+        tx.execute("INSERT INTO accounts VALUES ('a', 10)", [])
+            .unwrap();
         outbox::sqlite::enqueue(&tx, &msg("a", 1)).unwrap();
         tx.rollback().unwrap();
     }
     // Dropped without commit: same.
     {
         let tx = conn.transaction().unwrap();
-        tx.execute("INSERT INTO accounts VALUES ('a', 10)", []).unwrap();
+        tx.execute("INSERT INTO accounts VALUES ('a', 10)", [])
+            .unwrap();
         outbox::sqlite::enqueue(&tx, &msg("a", 2)).unwrap();
     }
     assert!(outbox::sqlite::fetch_batch(&conn, 100).unwrap().is_empty());
@@ -46,16 +52,22 @@ fn sqlite_rollback_leaves_no_row_commit_does() {
     let committed = msg("a", 3);
     {
         let tx = conn.transaction().unwrap();
-        tx.execute("INSERT INTO accounts VALUES ('a', 10)", []).unwrap();
+        tx.execute("INSERT INTO accounts VALUES ('a', 10)", [])
+            .unwrap();
         outbox::sqlite::enqueue(&tx, &committed).unwrap();
         tx.commit().unwrap();
     }
     let batch = outbox::sqlite::fetch_batch(&conn, 100).unwrap();
     assert_eq!(batch.len(), 1);
     assert_eq!(batch[0].message, committed);
-    assert_eq!(batch[0].message.headers.get("n").map(String::as_str), Some("3"));
+    assert_eq!(
+        batch[0].message.headers.get("n").map(String::as_str),
+        Some("3")
+    );
     let balance: i64 = conn
-        .query_row("SELECT balance FROM accounts WHERE id = 'a'", [], |r| r.get(0))
+        .query_row("SELECT balance FROM accounts WHERE id = 'a'", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert_eq!(balance, 10);
 }
@@ -162,15 +174,22 @@ async fn postgres_rollback_leaves_no_row_commit_does() {
     let mut client = pg(&schema).await;
     {
         let tx = client.transaction().await.unwrap();
-        tx.execute("INSERT INTO accounts VALUES ('a', 10)", &[]).await.unwrap();
+        tx.execute("INSERT INTO accounts VALUES ('a', 10)", &[])
+            .await
+            .unwrap();
         outbox::postgres::enqueue(&tx, &msg("a", 1)).await.unwrap();
         tx.rollback().await.unwrap();
     }
-    assert!(outbox::postgres::fetch_batch(&client, 10).await.unwrap().is_empty());
+    assert!(outbox::postgres::fetch_batch(&client, 10)
+        .await
+        .unwrap()
+        .is_empty());
     let m = msg("a", 2).with_header("traceparent", "00-abc-def-01");
     {
         let tx = client.transaction().await.unwrap();
-        tx.execute("INSERT INTO accounts VALUES ('a', 10)", &[]).await.unwrap();
+        tx.execute("INSERT INTO accounts VALUES ('a', 10)", &[])
+            .await
+            .unwrap();
         outbox::postgres::enqueue(&tx, &m).await.unwrap();
         tx.commit().await.unwrap();
     }
@@ -180,7 +199,12 @@ async fn postgres_rollback_leaves_no_row_commit_does() {
     let s = outbox::postgres::stats(&client).await.unwrap();
     assert_eq!(s.backlog, 1);
     assert!(s.oldest_age_seconds >= 0.0);
-    assert_eq!(outbox::postgres::delete(&client, &[batch[0].seq]).await.unwrap(), 1);
+    assert_eq!(
+        outbox::postgres::delete(&client, &[batch[0].seq])
+            .await
+            .unwrap(),
+        1
+    );
     let s = outbox::postgres::stats(&client).await.unwrap();
     assert_eq!((s.backlog, s.oldest_age_seconds), (0, 0.0));
     client
@@ -209,7 +233,10 @@ async fn postgres_batches_are_in_order() {
     headers.insert("i".to_string(), "0".to_string());
     headers.insert("n".to_string(), "0".to_string());
     assert_eq!(msgs[0].headers, headers);
-    assert_eq!(outbox::postgres::delete(&client, &seqs[..5]).await.unwrap(), 5);
+    assert_eq!(
+        outbox::postgres::delete(&client, &seqs[..5]).await.unwrap(),
+        5
+    );
     let rest = outbox::postgres::fetch_batch(&client, 100).await.unwrap();
     assert_eq!(rest.len(), 15);
     assert_eq!(rest[0].message, expected[5]);

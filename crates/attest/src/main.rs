@@ -24,14 +24,24 @@ struct Cli {
 #[derive(clap::Args, Debug, Clone)]
 pub struct GlobalArgs {
     /// Directory of the embedded (SQLite) store.
-    #[arg(long, global = true, env = "ATTEST_DATA_DIR", default_value = "./attest-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "ATTEST_DATA_DIR",
+        default_value = "./attest-data"
+    )]
     pub data_dir: std::path::PathBuf,
     /// Use the PostgreSQL backend at this URL instead of the embedded store
     /// (e.g. postgres://postgres@127.0.0.1:5432/postgres).
     #[arg(long, global = true, env = "ATTEST_POSTGRES_URL")]
     pub postgres: Option<String>,
     /// PostgreSQL schema holding Attest's tables.
-    #[arg(long, global = true, env = "ATTEST_PG_SCHEMA", default_value = "attest")]
+    #[arg(
+        long,
+        global = true,
+        env = "ATTEST_PG_SCHEMA",
+        default_value = "attest"
+    )]
     pub pg_schema: String,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
@@ -59,7 +69,10 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let json = cli.global.json;
-    let result = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let result = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(run(cli)),
         Err(e) => Err(e.into()),
     };

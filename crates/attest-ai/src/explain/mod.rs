@@ -4,6 +4,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{AiError, Output};
 
+pub mod gradients;
+pub mod linear;
+pub mod tree;
+
+pub mod kernel;
+pub mod lime;
+
 /// Which way a feature pushed the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -74,7 +81,10 @@ impl Explanation {
         idx.into_iter()
             .take(k)
             .map(|i| Contribution {
-                name: feature_names.get(i).cloned().unwrap_or_else(|| format!("f{i}")),
+                name: feature_names
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("f{i}")),
                 value: row.get(i).copied().unwrap_or(f64::NAN),
                 contribution: self.values[i],
                 direction: if self.values[i] >= 0.0 {

@@ -27,6 +27,7 @@ mod codec;
 mod reader;
 mod schema;
 mod snapshots;
+mod watcher;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -65,6 +66,8 @@ pub struct SqliteStore {
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<ReaderPool>,
     closed: AtomicBool,
+    /// Tells the cross-process commit watcher to stop.
+    watcher_stop: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -87,11 +90,15 @@ impl SqliteStore {
         let readers = Arc::new(ReaderPool::new(path.clone(), MAX_IDLE_READERS));
         let head = readers.with(ReadConn::head)?;
         let (head_tx, head_rx) = watch::channel(head);
+        let head_tx = Arc::new(head_tx);
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer = Writer::new(conn, head_tx, options.max_group_commit);
+        let writer = Writer::new(conn, head_tx.clone(), options.max_group_commit);
         let handle = std::thread::Builder::new()
             .name("attest-sqlite-writer".into())
             .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::backend("sqlite", e))?;
+        let watcher_stop = Arc::new(AtomicBool::new(false));
+        watcher::spawn(path.clone(), head_tx, watcher_stop.clone())
             .map_err(|e| StoreError::backend("sqlite", e))?;
         tracing::info!(path = %path.display(), head, durable = options.durable, "sqlite event store opened");
         Ok(Arc::new(SqliteStore {
@@ -102,6 +109,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(handle)),
             readers,
             closed: AtomicBool::new(false),
+            watcher_stop,
         }))
     }
 
@@ -131,6 +139,7 @@ impl SqliteStore {
 
     fn begin_close(&self) -> Option<JoinHandle<()>> {
         self.closed.store(true, Ordering::SeqCst);
+        self.watcher_stop.store(true, Ordering::Relaxed);
         // The writer may already be gone (then there is nothing to stop).
         let _ = self.tx.send(Command::Shutdown);
         self.writer.lock().ok().and_then(|mut w| w.take())

@@ -157,7 +157,7 @@ const MAX_CACHED_STREAMS: usize = 100_000;
 /// Owns the write connection; runs on its own OS thread.
 pub(crate) struct Writer {
     conn: Connection,
-    head_tx: watch::Sender<Position>,
+    head_tx: std::sync::Arc<watch::Sender<Position>>,
     max_group: usize,
     last_recorded: i64,
     /// Stream keys, versions and states as committed (or written by the current request).
@@ -179,7 +179,11 @@ struct Found {
 
 impl Writer {
     /// A writer over `conn` (schema already ensured), publishing heads on `head_tx`.
-    pub fn new(conn: Connection, head_tx: watch::Sender<Position>, max_group: usize) -> Self {
+    pub fn new(
+        conn: Connection,
+        head_tx: std::sync::Arc<watch::Sender<Position>>,
+        max_group: usize,
+    ) -> Self {
         Writer {
             conn,
             head_tx,
@@ -354,7 +358,7 @@ impl Writer {
         match commit {
             Ok(()) => {
                 if head != start_head {
-                    self.head_tx.send_replace(head);
+                    super::watcher::raise(&self.head_tx, head);
                 }
                 tracing::trace!(requests = size, head, "group committed");
                 for d in done {

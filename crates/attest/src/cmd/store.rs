@@ -87,9 +87,18 @@ pub async fn run(cmd: StoreCommand, g: &GlobalArgs) -> anyhow::Result<()> {
             let store = open_store(g).await?;
             let stats = store.stats().await?;
             if g.json {
-                writeln!(out, "{}", json!({ "store": describe(g), "events": stats.events }))?;
+                writeln!(
+                    out,
+                    "{}",
+                    json!({ "store": describe(g), "events": stats.events })
+                )?;
             } else {
-                writeln!(out, "store ready: {} ({} events)", describe(g), stats.events)?;
+                writeln!(
+                    out,
+                    "store ready: {} ({} events)",
+                    describe(g),
+                    stats.events
+                )?;
             }
         }
         StoreCommand::Append {
@@ -248,7 +257,10 @@ fn print_event(out: &mut impl Write, e: &RecordedEvent, json: bool) -> anyhow::R
     } else {
         let mut text = data.to_string();
         if text.len() > 100 {
-            let cut = (0..=97).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+            let cut = (0..=97)
+                .rev()
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0);
             text.truncate(cut);
             text.push_str("...");
         }
