@@ -9,7 +9,7 @@
 //!
 //! `cargo bench -p attest-cqrs --bench projection -- --warm-up-time 1 --measurement-time 3`
 
-#[path = "../tests/projections_support.rs"]
+#[path = "../tests/projections_support/mod.rs"]
 mod support;
 
 use std::sync::Arc;

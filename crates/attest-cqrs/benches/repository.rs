@@ -2,7 +2,7 @@
 //!
 //! `cargo bench -p attest-cqrs --bench repository`
 
-#[path = "../tests/common.rs"]
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;

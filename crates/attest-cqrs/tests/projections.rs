@@ -1,6 +1,6 @@
 //! Projections into SQLite read models, fed from the real SQLite event store.
 
-#[path = "projections_support.rs"]
+#[path = "projections_support/mod.rs"]
 mod support;
 
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Projections into PostgreSQL read models (local server, trust auth), fed from the real
 //! SQLite event store.
 
-#[path = "projections_support.rs"]
+#[path = "projections_support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
