@@ -29,7 +29,8 @@ macro_rules! broker_conformance_tests {
         $crate::broker_conformance_tests!(@each $make;
             publish_dedupes_by_message_id, consumer_delivers_in_order_and_resumes,
             nak_with_delay_redelivers_later, ack_wait_backoff_and_max_deliver,
-            term_ends_deliveries, filter_subject_selects_messages, consumer_info_reports_lag);
+            term_ends_deliveries, filter_subject_selects_messages, consumer_info_reports_lag,
+            consumers_lists_durable_consumers);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(
@@ -348,4 +349,36 @@ pub async fn consumer_info_reports_lag(broker: Arc<dyn Broker>, ns: &str) {
     assert_eq!(info.ack_floor, acks[1].sequence);
     assert_eq!(info.oldest_unprocessed, Some(stored[2].message.published));
     broker.delete_stream(&s).await.unwrap();
+}
+
+/// `consumers` lists the stream's durable consumers with their stored configurations, and
+/// `streams` lists the stream; neither creates anything.
+pub async fn consumers_lists_durable_consumers(broker: Arc<dyn Broker>, ns: &str) {
+    let s = stream(&broker, ns).await;
+    assert!(broker.consumers(&s).await.unwrap().is_empty());
+    let a = ConsumerConfig::new(&s, "alpha")
+        .with_filter(format!("ct.{ns}.loan.*"))
+        .with_ack_wait(Duration::from_secs(7))
+        .with_max_deliver(4);
+    let b = ConsumerConfig::new(&s, "beta")
+        .with_backoff(vec![Duration::from_secs(1), Duration::from_secs(5)])
+        // JetStream stores ack_wait = backoff[0] when a backoff is set; keep them equal so the
+        // stored config round-trips on every broker.
+        .with_ack_wait(Duration::from_secs(1))
+        .with_max_deliver(3);
+    broker.consumer(&b).await.unwrap();
+    broker.consumer(&a).await.unwrap();
+    let listed = broker.consumers(&s).await.unwrap();
+    assert_eq!(listed, vec![a, b]);
+    assert!(broker.streams().await.unwrap().contains(&s));
+    // Listing is read-only.
+    assert_eq!(broker.consumers(&s).await.unwrap().len(), 2);
+    broker.delete_consumer(&s, "beta").await.unwrap();
+    let listed = broker.consumers(&s).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["alpha"]
+    );
+    broker.delete_stream(&s).await.unwrap();
+    assert!(!broker.streams().await.unwrap().contains(&s));
 }

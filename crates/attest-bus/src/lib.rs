@@ -82,6 +82,13 @@ pub trait Broker: Send + Sync + 'static {
     /// Deletes a durable consumer.
     async fn delete_consumer(&self, stream: &str, name: &str) -> Result<()>;
 
+    /// The durable consumers that exist on `stream`, with their stored configurations, sorted
+    /// by name (read-only: nothing is created or bound).
+    async fn consumers(&self, stream: &str) -> Result<Vec<ConsumerConfig>>;
+
+    /// The names of every stream, sorted.
+    async fn streams(&self) -> Result<Vec<String>>;
+
     /// Reads up to `max` stored messages of `stream` with sequence >= `from_sequence` whose
     /// subject matches `filter` (wildcards allowed), ascending.
     async fn read_stream(

@@ -223,6 +223,50 @@ impl Broker for NatsBroker {
         Ok(())
     }
 
+    async fn consumers(&self, stream: &str) -> Result<Vec<ConsumerConfig>> {
+        let s = self.stream(stream).await?;
+        let infos: Vec<consumer::Info> = s
+            .consumers()
+            .try_collect()
+            .await
+            .map_err(|e| BusError::nats("list consumers", e))?;
+        let mut out: Vec<ConsumerConfig> = infos
+            .into_iter()
+            // Only durable consumers are part of the contract; ephemeral ones come and go. With a
+            // backoff, the server stores `ack_wait = backoff[0]`, which is what is reported.
+            .filter_map(|info| {
+                let name = info.config.durable_name.clone()?;
+                let c = info.config;
+                let filter_subject = if !c.filter_subject.is_empty() {
+                    Some(c.filter_subject)
+                } else {
+                    c.filter_subjects.into_iter().next()
+                };
+                Some(ConsumerConfig {
+                    stream: stream.to_string(),
+                    name,
+                    filter_subject,
+                    ack_wait: c.ack_wait,
+                    backoff: c.backoff,
+                    max_deliver: u32::try_from(c.max_deliver).unwrap_or(0),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn streams(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .js
+            .stream_names()
+            .try_collect()
+            .await
+            .map_err(|e| BusError::nats("list streams", e))?;
+        names.sort();
+        Ok(names)
+    }
+
     async fn read_stream(
         &self,
         stream: &str,

@@ -1,9 +1,13 @@
 //! Opens the event store the global flags select: embedded SQLite by default, PostgreSQL with
-//! `--postgres`.
+//! `--postgres`; and the message broker: NATS JetStream with `--nats`, else the embedded broker
+//! beside the SQLite store.
 
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
+use attest_bus::embedded::EmbeddedBroker;
+use attest_bus::nats::NatsBroker;
+use attest_bus::DynBroker;
 use attest_store::postgres::PostgresStore;
 use attest_store::sqlite::SqliteStore;
 use attest_store::{EventStore, StoreOptions};
@@ -29,6 +33,40 @@ pub async fn open_store(g: &GlobalArgs) -> anyhow::Result<Arc<dyn EventStore>> {
             Ok(store)
         }
     }
+}
+
+/// An opened broker, plus the event store it runs on when it is the embedded one.
+pub struct OpenBroker {
+    /// The broker.
+    pub broker: DynBroker,
+    /// The store holding the embedded broker's messages (`None` for NATS).
+    pub store: Option<Arc<dyn EventStore>>,
+}
+
+/// Opens the selected broker: NATS at `--nats`, else the embedded broker over the SQLite store
+/// `<data-dir>/events.db`, with its ack state in `<data-dir>/events.db.bus`.
+pub async fn open_broker(g: &GlobalArgs) -> anyhow::Result<OpenBroker> {
+    if let Some(url) = &g.nats {
+        let broker = NatsBroker::connect(url)
+            .await
+            .with_context(|| format!("connecting to NATS at {url}"))?;
+        return Ok(OpenBroker {
+            broker: Arc::new(broker),
+            store: None,
+        });
+    }
+    if g.postgres.is_some() {
+        bail!("the embedded broker runs on the embedded (SQLite) store; with --postgres, pass --nats URL");
+    }
+    let store = open_store(g).await?;
+    let path = g.data_dir.join("events.db");
+    let broker = EmbeddedBroker::open_beside(store.clone(), &path)
+        .await
+        .with_context(|| format!("opening the embedded broker beside {}", path.display()))?;
+    Ok(OpenBroker {
+        broker: Arc::new(broker),
+        store: Some(store),
+    })
 }
 
 /// A human description of where the store lives.

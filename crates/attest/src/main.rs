@@ -43,6 +43,10 @@ pub struct GlobalArgs {
         default_value = "attest"
     )]
     pub pg_schema: String,
+    /// Use the NATS JetStream broker at this URL instead of the embedded broker
+    /// (e.g. nats://127.0.0.1:4222).
+    #[arg(long, global = true, env = "ATTEST_NATS_URL")]
+    pub nats: Option<String>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -57,6 +61,11 @@ enum Command {
     Explain(cmd::explain::ExplainArgs),
     /// Fairness audit of predictions by sensitive group.
     Audit(cmd::audit::AuditArgs),
+    /// Dead letters: list and replay.
+    #[command(subcommand)]
+    Dlq(cmd::dlq::DlqCommand),
+    /// Consumer and projection lag, with status (OK, WARN, STALL, STOP).
+    Lag(cmd::lag::LagArgs),
 }
 
 fn main() -> ExitCode {
@@ -90,5 +99,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store(c) => cmd::store::run(c, &cli.global).await,
         Command::Explain(a) => cmd::explain::run(a, &cli.global).await,
         Command::Audit(a) => cmd::audit::run(a, &cli.global).await,
+        Command::Dlq(c) => cmd::dlq::run(c, &cli.global).await,
+        Command::Lag(a) => cmd::lag::run(a, &cli.global).await,
     }
 }

@@ -393,6 +393,17 @@ impl Broker for EmbeddedBroker {
         Ok(())
     }
 
+    async fn consumers(&self, stream: &str) -> Result<Vec<ConsumerConfig>> {
+        self.stream_config(stream)?;
+        self.inner.db.load_consumers(stream).await
+    }
+
+    async fn streams(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self.streams_read()?.keys().cloned().collect();
+        names.sort();
+        Ok(names)
+    }
+
     async fn read_stream(
         &self,
         stream: &str,

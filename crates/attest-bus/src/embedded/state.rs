@@ -115,6 +115,21 @@ impl StateDb {
         .await
     }
 
+    pub(crate) async fn load_consumers(&self, stream: &str) -> Result<Vec<ConsumerConfig>> {
+        let stream = stream.to_string();
+        self.call(move |c| {
+            let mut st =
+                c.prepare("SELECT config FROM bus_consumers WHERE stream = ?1 ORDER BY name")?;
+            let rows = st.query_map(params![stream], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(serde_json::from_str(&r?)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     pub(crate) async fn save_stream(&self, config: &StreamConfig) -> Result<()> {
         let name = config.name.clone();
         let json = serde_json::to_string(config)?;

@@ -74,6 +74,12 @@ impl Broker for TempEmbedded {
     async fn delete_consumer(&self, stream: &str, name: &str) -> Result<()> {
         self.broker.delete_consumer(stream, name).await
     }
+    async fn consumers(&self, stream: &str) -> Result<Vec<ConsumerConfig>> {
+        self.broker.consumers(stream).await
+    }
+    async fn streams(&self) -> Result<Vec<String>> {
+        self.broker.streams().await
+    }
     async fn read_stream(
         &self,
         stream: &str,

@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
 pub mod audit;
+pub mod dlq;
 pub mod explain;
+pub mod lag;
 pub mod store;
 
 use attest_store::StoreError;
@@ -16,6 +18,11 @@ pub fn report_error(e: &anyhow::Error, json: bool) {
             e.chain()
                 .find_map(|c| c.downcast_ref::<attest_ai::AiError>())
                 .map(attest_ai::AiError::code)
+        })
+        .or_else(|| {
+            e.chain()
+                .find_map(|c| c.downcast_ref::<attest_bus::BusError>())
+                .map(attest_bus::BusError::code)
         })
         .or_else(|| {
             e.chain()
