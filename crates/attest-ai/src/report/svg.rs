@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 
 use super::escape::{coord, escape, num};
 
-const LABEL_W: f64 = 220.0;
+// Wide enough for disparity names such as
+// `equalized_odds_difference[between_groups,worst_case]` at the report's label size.
+const LABEL_W: f64 = 380.0;
 const PLOT_W: f64 = 420.0;
 const VALUE_W: f64 = 90.0;
 const ROW_H: f64 = 22.0;
