@@ -7,8 +7,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,74 +14,7 @@ use attest_bus::consumer::{Consumer, ConsumerOptions, FnHandler, HandlerError, R
 use attest_bus::dlq::DeadLetterConfig;
 use attest_bus::nats::NatsBroker;
 use attest_bus::{ConsumerConfig, DynBroker, OutgoingMessage, StreamConfig};
-
-struct Server {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-impl Server {
-    fn start() -> Self {
-        let mut s = Server {
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-            port: free_port(),
-        };
-        s.spawn();
-        s
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server on PATH");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use common::own_nats::OwnNats;
 
 async fn retry<T, F, Fut>(mut f: F) -> T
 where
@@ -105,7 +36,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restart_mid_run_loses_nothing_and_stores_nothing_twice() {
     const N: u64 = 200;
-    let mut server = Server::start();
+    let mut server = OwnNats::start();
     let url = server.url();
     let broker: DynBroker = Arc::new(retry(|| NatsBroker::connect(&url)).await);
     let stream = StreamConfig::new("RESTART", vec!["restart.>".into()]);

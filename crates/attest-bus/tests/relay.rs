@@ -1,9 +1,10 @@
 //! Outbox and global-log relays against real NATS JetStream: the shared server on 4222, and
 //! a server of our own (on a free port) that we stop and restart for the outage test.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use attest_core::{ExpectedVersion, NewEvent, StreamId};
 use attest_store::outbox::{self, OutboxMessage};
 use attest_store::sqlite::SqliteStore;
 use attest_store::{DynStore, LogFilter, StoreOptions};
+use common::own_nats::OwnNats;
 use rusqlite::Connection;
 
 const SHARED_NATS: &str = "nats://127.0.0.1:4222";
@@ -232,70 +234,6 @@ async fn kill_and_restart(broker: &DynBroker, stream: &str, subject: &str) {
     assert_eq!(relay.stats().await.unwrap().backlog, 0);
     let stored = read_all_messages(broker, stream).await;
     check_exactly_once_in_key_order(&stored, &committed);
-}
-
-/// A NATS server of our own, so it can be stopped without disturbing anyone.
-struct OwnNats {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl OwnNats {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut s = OwnNats {
-            port,
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        s.restart();
-        s
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server must be installed");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "own nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for OwnNats {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[tokio::test]

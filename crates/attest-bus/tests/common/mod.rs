@@ -1,6 +1,9 @@
-//! Test support: an embedded broker over a real SQLite store in a temporary directory.
+//! Test support: an embedded broker over a real SQLite store in a temporary directory, and a
+//! NATS server of the test's own ([`own_nats`]).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod own_nats;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
