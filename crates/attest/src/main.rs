@@ -66,6 +66,36 @@ enum Command {
     Dlq(cmd::dlq::DlqCommand),
     /// Consumer and projection lag, with status (OK, WARN, STALL, STOP).
     Lag(cmd::lag::LagArgs),
+    /// Run the lending decision service: event store, auditor, HTTP API and dashboard.
+    Serve(cmd::serve::ServeArgs),
+    /// API keys for `attest serve`: create, list, revoke.
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
+    /// Drive a running server with synthetic loan applications and their outcomes
+    /// (`attest demo train`: train the built-in credit model).
+    Demo(DemoArgs),
+    /// The model registry: add, list, activate versions.
+    #[command(subcommand)]
+    Models(cmd::models::ModelsCommand),
+    /// Open-loop load generator for the HTTP API.
+    #[command(subcommand)]
+    Loadgen(cmd::loadgen::LoadgenCommand),
+}
+
+/// `attest demo [options]` runs the demo; `attest demo train` trains the default model.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct DemoArgs {
+    #[command(subcommand)]
+    command: Option<DemoCommand>,
+    #[command(flatten)]
+    run: cmd::demo::DemoRunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum DemoCommand {
+    /// Train the built-in credit model on synthetic data, bit for bit reproducibly.
+    Train(cmd::demo_train::DemoTrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,5 +131,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(a) => cmd::audit::run(a, &cli.global).await,
         Command::Dlq(c) => cmd::dlq::run(c, &cli.global).await,
         Command::Lag(a) => cmd::lag::run(a, &cli.global).await,
+        Command::Serve(a) => cmd::serve::run(a, &cli.global).await,
+        Command::Keys(c) => cmd::keys::run(c, &cli.global).await,
+        Command::Demo(DemoArgs {
+            command: Some(DemoCommand::Train(a)),
+            ..
+        }) => cmd::demo_train::run(a, &cli.global).await,
+        Command::Demo(DemoArgs { run, .. }) => cmd::demo::run(run, &cli.global).await,
+        Command::Models(c) => cmd::models::run(c, &cli.global).await,
+        Command::Loadgen(c) => cmd::loadgen::run(c, &cli.global).await,
     }
 }

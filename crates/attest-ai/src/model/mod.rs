@@ -3,6 +3,7 @@
 pub mod lightgbm;
 pub mod linear;
 pub mod mlp;
+pub mod train;
 pub mod tree;
 pub mod xgboost;
 

@@ -1,9 +1,15 @@
 //! One module per subcommand.
 
 pub mod audit;
+pub mod demo;
+pub mod demo_train;
 pub mod dlq;
 pub mod explain;
+pub mod keys;
 pub mod lag;
+pub mod loadgen;
+pub mod models;
+pub mod serve;
 pub mod store;
 
 use attest_store::StoreError;
@@ -23,6 +29,16 @@ pub fn report_error(e: &anyhow::Error, json: bool) {
             e.chain()
                 .find_map(|c| c.downcast_ref::<attest_bus::BusError>())
                 .map(attest_bus::BusError::code)
+        })
+        .or_else(|| {
+            e.chain()
+                .find_map(|c| c.downcast_ref::<attest_lending::LendingError>())
+                .map(attest_lending::LendingError::code)
+        })
+        .or_else(|| {
+            e.chain()
+                .find_map(|c| c.downcast_ref::<attest_server::ServerError>())
+                .map(attest_server::ServerError::code)
         })
         .or_else(|| {
             e.chain()

@@ -80,7 +80,25 @@ pub async fn run(args: ServeArgs, g: &GlobalArgs) -> anyhow::Result<()> {
     let reader = auditor.clone();
     state
         .audit()
-        .install(Arc::new(SnapshotAuditSource::new(move || reader.snapshot())));
+        .install(Arc::new(SnapshotAuditSource::new(move || {
+            reader.snapshot()
+        })));
+
+    // Pick up a model version activated by `attest models activate` (possibly from another
+    // process sharing the store) within a few seconds.
+    let reloader = {
+        let lending = lending.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = lending.reload_active_model().await {
+                    tracing::warn!(error = %e, "reloading the active model failed");
+                }
+            }
+        })
+    };
 
     let dashboard = Dashboard::start(store.clone());
     let router = ApiBuilder::new(state.clone())
@@ -99,6 +117,7 @@ pub async fn run(args: ServeArgs, g: &GlobalArgs) -> anyhow::Result<()> {
         }
     );
     let served = server.run(shutdown_signal()).await;
+    reloader.abort();
     drop(state);
     drop(dashboard);
     // Stop the auditor gracefully (final checkpoint, lease released) once nothing else
