@@ -80,3 +80,15 @@ pub trait Operator: Send {
     /// Replaces the state with a snapshot produced by [`Operator::snapshot`].
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), StreamError>;
 }
+
+/// A cheap, time-only test of whether a record could be routed to the late side output.
+///
+/// Stateless front ends (the [`dsl`](crate::dsl) chains) transform records before the
+/// stateful operator sees them; when the operator says a record *may* be late they keep a
+/// copy of the original so that the late side output receives the record as it came in.
+/// Implementations must be conservative: if `may_be_late(t)` is `false`, a record at `t`
+/// passed to [`Operator::on_record`] before the next watermark is never reported late.
+pub trait LateHint {
+    /// Whether a record with event time `time` could be late at the current watermark.
+    fn may_be_late(&self, time: Timestamp) -> bool;
+}
