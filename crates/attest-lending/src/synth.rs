@@ -5,8 +5,9 @@
 //! - protected attributes: `sex` ∈ {female, male} (50/50), `race` ∈ {group_a (60 %),
 //!   group_b (25 %), group_c (15 %)}, `age_band` ∈ {18-25, 26-35, 36-50, 51-65, 66+};
 //! - features (see [`FEATURES`] for names, kinds and ranges): `annual_income` (log-normal,
-//!   median ≈ 52 000, depends on age), `loan_amount` (a share of income), `debt_to_income`,
-//!   `credit_history_months` (grows with age), `late_payments_24m` (Poisson-like count),
+//!   median ≈ 52 000, grows with a latent career length drawn independently of the protected
+//!   attributes, age band included), `loan_amount` (a share of income), `debt_to_income`,
+//!   `credit_history_months` (grows with career length), `late_payments_24m` (Poisson-like count),
 //!   `employment_years`, `open_credit_lines`, `home_ownership` (0 rent, 1 mortgage, 2 own);
 //! - the outcome from a known logistic ground truth on the features only:
 //!   `logit P(default) = -1.6 + 2.2·(dti − 0.35) + 0.55·late_payments_24m
@@ -235,14 +236,18 @@ impl Generator {
             u if u < 0.85 => "group_b",
             _ => "group_c",
         };
-        let age: f64 = 18.0 + 52.0 * r.gen::<f64>().powf(1.2);
-        let age_band = match age {
+        let age_years: f64 = 18.0 + 52.0 * r.gen::<f64>().powf(1.2);
+        let age_band = match age_years {
             a if a < 26.0 => "18-25",
             a if a < 36.0 => "26-35",
             a if a < 51.0 => "36-50",
             a if a < 66.0 => "51-65",
             _ => "66+",
         };
+        // The features grow with a latent career length drawn independently of every
+        // protected attribute (age band included), so that at bias 0 no protected group
+        // differs in its features or outcomes.
+        let age: f64 = 18.0 + 52.0 * r.gen::<f64>().powf(1.2);
         let age_factor = ((age - 18.0) / 30.0).min(1.0);
         let income = (50_000f64.ln() + 0.2 * age_factor + 0.45 * normal(r)).exp();
         let income = round2(income.clamp(8_000.0, 2_000_000.0));

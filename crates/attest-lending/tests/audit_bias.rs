@@ -40,7 +40,10 @@ async fn injected_bias_opens_a_breach_and_an_incident() {
         .collect();
     assert!(!dpd.is_empty(), "no DPD breach for sex: {decoded:?}");
     for b in &dpd {
-        assert!((b.value - 0.4).abs() < 0.05, "{b:?}");
+        // Breaches may be raised while a window is still filling (at a stricter confidence
+        // level), so the value is the window's at that moment: beyond the 0.1 threshold and
+        // near the injected 0.4.
+        assert!(b.value > 0.1 && (b.value - 0.4).abs() < 0.15, "{b:?}");
         assert!(b.interval.0 > 0.0, "interval must exclude 0: {b:?}");
         assert_eq!(b.model, model());
     }

@@ -168,7 +168,18 @@ pub struct AuditorCore {
     breaches: VecDeque<Breach>,
     /// Restored from a checkpoint or fed a record: the state means something.
     ready: bool,
+    /// Records counted so far (drives the deterministic evaluation of open windows).
+    counted: u64,
 }
+
+/// Open windows are evaluated for breaches after every this many counted records, so a
+/// breach is reported while its window is still open (a one-hour window need not close
+/// first); the cadence depends only on the input, so a replay reports the same breaches.
+pub const OPEN_WINDOW_EVALUATION_EVERY: u64 = 25;
+
+/// The number of looks an open window's error rate is divided among (see
+/// `AuditorCore::evaluate_open`).
+pub const OPEN_WINDOW_LOOKS: f64 = 200.0;
 
 /// Breaches kept in the operator state for the snapshot.
 pub const RECENT_BREACHES: usize = 100;
@@ -185,6 +196,7 @@ struct SnapshotRef<'a> {
     late: u64,
     last_closed: &'a BTreeMap<String, WindowAudit>,
     breaches: &'a VecDeque<Breach>,
+    counted: u64,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +213,8 @@ struct SnapshotOwned {
     last_closed: BTreeMap<String, WindowAudit>,
     #[serde(default)]
     breaches: VecDeque<Breach>,
+    #[serde(default)]
+    counted: u64,
 }
 
 /// A read handle on the auditor's open windows (the live view for gauges and pages).
@@ -309,6 +323,7 @@ impl Auditor {
                 last_closed: BTreeMap::new(),
                 breaches: VecDeque::new(),
                 ready: false,
+                counted: 0,
             })),
             thresholds,
         })
@@ -386,6 +401,7 @@ impl AuditorCore {
         self.tumbling
             .on_record((key.clone(), r.clone()), time, &mut engine);
         self.sliding.on_record((key, r), time, &mut engine);
+        self.counted += 1;
         let late = engine.late.len() as u64 + panes.late.len() as u64;
         if late > 0 {
             // Not expected: the caller checked the time against the watermark.
@@ -402,7 +418,28 @@ impl AuditorCore {
     ) {
         let profile = self.profiles.get(&r.model.to_string()).map(Arc::as_ref);
         let audit = window_audit(&r.model, r.span, true, &r.counts, profile, th);
-        for (key, breach) in candidates(&audit, th) {
+        self.consider(&audit, &r, th, true, out);
+        self.last_closed.insert(
+            format!("{}|{}", audit.model, audit.window.kind.as_str()),
+            audit.clone(),
+        );
+        out.emit(AuditOutput::Closed(Box::new(audit)));
+    }
+}
+
+impl AuditorCore {
+    /// Starts a breach episode for every candidate that breaches and has none open; a closed
+    /// window that no longer breaches ends its episode (an open one never does: it may still
+    /// change).
+    fn consider(
+        &mut self,
+        audit: &WindowAudit,
+        r: &WindowResult,
+        th: &Thresholds,
+        closed: bool,
+        out: &mut Collector<AuditOutput, AuditInput>,
+    ) {
+        for (key, breach) in candidates(audit, th) {
             match breach {
                 Some(kind) => {
                     if self.episodes.contains_key(&key) {
@@ -419,16 +456,32 @@ impl AuditorCore {
                     self.breaches.truncate(RECENT_BREACHES);
                     out.emit(AuditOutput::Breach(Box::new(breach)));
                 }
-                None => {
+                None if closed => {
                     self.episodes.remove(&key);
                 }
+                None => {}
             }
         }
-        self.last_closed.insert(
-            format!("{}|{}", audit.model, audit.window.kind.as_str()),
-            audit.clone(),
-        );
-        out.emit(AuditOutput::Closed(Box::new(audit)));
+    }
+
+    /// Evaluates the open windows for breaches (see [`OPEN_WINDOW_EVALUATION_EVERY`]).
+    ///
+    /// An open window is looked at many times as it fills, and every look is another chance
+    /// for noise to cross a threshold (the peeking problem of sequential testing). Each look
+    /// therefore uses a Bonferroni-style stricter level — the error rate divided by
+    /// [`OPEN_WINDOW_LOOKS`] — so that all the looks at one window together are about as
+    /// likely to raise a false alarm as the single evaluation of a closed window.
+    fn evaluate_open(&mut self, th: &Thresholds, out: &mut Collector<AuditOutput, AuditInput>) {
+        let strict = Thresholds {
+            confidence: 1.0 - (1.0 - th.confidence) / OPEN_WINDOW_LOOKS,
+            ..*th
+        };
+        let th = &strict;
+        for r in self.windows.current() {
+            let profile = self.profiles.get(&r.model.to_string()).cloned();
+            let audit = window_audit(&r.model, r.span, false, &r.counts, profile.as_deref(), th);
+            self.consider(&audit, &r, th, false, out);
+        }
     }
 }
 
@@ -476,6 +529,9 @@ impl Operator for Auditor {
                     },
                     time,
                 );
+                if core.counted.is_multiple_of(OPEN_WINDOW_EVALUATION_EVERY) {
+                    core.evaluate_open(&self.thresholds, out);
+                }
             }
             AuditInput::Observed {
                 decision_id,
@@ -496,6 +552,9 @@ impl Operator for Auditor {
                             },
                             time,
                         );
+                        if core.counted.is_multiple_of(OPEN_WINDOW_EVALUATION_EVERY) {
+                            core.evaluate_open(&self.thresholds, out);
+                        }
                     }
                     _ => {
                         core.late += 1;
@@ -561,6 +620,7 @@ impl Operator for Auditor {
             late: core.late,
             last_closed: &core.last_closed,
             breaches: &core.breaches,
+            counted: core.counted,
         };
         serde_json::to_vec(&snap).map_err(|e| StreamError::State(e.to_string()))
     }
@@ -589,6 +649,7 @@ impl Operator for Auditor {
         core.late = s.late;
         core.last_closed = s.last_closed;
         core.breaches = s.breaches;
+        core.counted = s.counted;
         core.ready = true;
         Ok(())
     }

@@ -760,7 +760,18 @@ fn render_breaches(fairness: &Value, extra: &Value) -> String {
         .cloned()
         .unwrap_or_default();
     if list.is_empty() {
-        let _ = writeln!(s, "breaches: none");
+        let live = fairness
+            .get("current")
+            .is_some_and(|c| c.to_string().contains("\"breached\":true"));
+        if live {
+            let _ = writeln!(
+                s,
+                "breaches: none recorded yet — the open windows above flag a breach; the \
+                 auditor appends the breach event and opens the incident when such a window closes"
+            );
+        } else {
+            let _ = writeln!(s, "breaches: none");
+        }
     } else {
         let _ = writeln!(s, "breaches: {}", list.len());
     }

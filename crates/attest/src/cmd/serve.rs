@@ -100,6 +100,14 @@ pub async fn run(args: ServeArgs, g: &GlobalArgs) -> anyhow::Result<()> {
         })
     };
 
+    // Scale-out: with --nats, the global log is also published to JetStream (subjects
+    // `attest.events.<category>`, message id = event id, so the relays of several processes
+    // de-duplicate each other within the stream's duplicate window) for consumers elsewhere.
+    let relay = match &g.nats {
+        Some(_) => Some(spawn_global_log_relay(g, store.clone()).await?),
+        None => None,
+    };
+
     let dashboard = Dashboard::start(store.clone());
     let router = ApiBuilder::new(state.clone())
         .merge(dashboard.router(&state))
@@ -118,6 +126,9 @@ pub async fn run(args: ServeArgs, g: &GlobalArgs) -> anyhow::Result<()> {
     );
     let served = server.run(shutdown_signal()).await;
     reloader.abort();
+    if let Some(relay) = relay {
+        relay.abort();
+    }
     drop(state);
     drop(dashboard);
     // Stop the auditor gracefully (final checkpoint, lease released) once nothing else
@@ -134,6 +145,51 @@ pub async fn run(args: ServeArgs, g: &GlobalArgs) -> anyhow::Result<()> {
     served?;
     println!("attest stopped");
     Ok(())
+}
+
+/// Starts the global-log relay to the `--nats` broker, checkpointed in PostgreSQL (with
+/// `--postgres`) or in `<data-dir>/relay.db`.
+async fn spawn_global_log_relay(
+    g: &GlobalArgs,
+    store: attest_store::DynStore,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use attest_bus::relay::{
+        CheckpointStore, GlobalLogRelay, PostgresCheckpointStore, RelayOptions,
+        SqliteCheckpointStore,
+    };
+    let broker = crate::backend::open_broker(g).await?.broker;
+    let checkpoints: Arc<dyn CheckpointStore> = match &g.postgres {
+        Some(url) => Arc::new(
+            PostgresCheckpointStore::connect(url, &g.pg_schema)
+                .await
+                .context("opening the relay checkpoints in PostgreSQL")?,
+        ),
+        None => {
+            std::fs::create_dir_all(&g.data_dir)?;
+            Arc::new(
+                SqliteCheckpointStore::open(g.data_dir.join("relay.db"))
+                    .await
+                    .context("opening the relay checkpoints")?,
+            )
+        }
+    };
+    let relay = GlobalLogRelay::new(
+        "serve-global-log",
+        "attest.events",
+        store,
+        broker.clone(),
+        checkpoints,
+        RelayOptions::default(),
+    );
+    broker
+        .ensure_stream(&relay.stream_config("ATTEST_EVENTS"))
+        .await
+        .context("creating the ATTEST_EVENTS stream")?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = relay.run().await {
+            tracing::error!(error = %e, "global-log relay stopped");
+        }
+    }))
 }
 
 /// Completes on Ctrl-C or (on Unix) SIGTERM.
