@@ -502,7 +502,7 @@ mod mlp {
     #[test]
     fn integrated_gradients_are_complete_on_a_relu_network() {
         let m = Mlp::new_random(names(5), &[12, 6], Link::Logistic).unwrap();
-        let ig = IntegratedGradients::new(&m, &[0.0; 5], 4096).unwrap();
+        let ig = IntegratedGradients::new(&m, &[0.0; 5], 16384).unwrap();
         let rows = Matrix::from_rows(&[
             vec![1.0, -2.0, 0.5, 3.0, -1.0],
             vec![-0.5, 0.25, 2.0, -3.0, 1.5],
@@ -510,8 +510,12 @@ mod mlp {
         .unwrap();
         let exps = ig.explain(&rows).unwrap();
         for (i, e) in exps.iter().enumerate() {
+            // The Riemann sum's error at the ReLU kinks scales with the attributions along the
+            // path, not with their net sum (random weights can make the net change tiny while
+            // individual attributions are large), so the tolerance is 1 % of the larger.
             let spread = (e.prediction - e.base_value).abs().max(1e-3);
-            e.check_additivity(i, 1e-2 * spread).unwrap();
+            let magnitude = e.values.iter().map(|v| v.abs()).sum::<f64>();
+            e.check_additivity(i, 1e-2 * spread.max(magnitude)).unwrap();
         }
         assert!(matches!(
             IntegratedGradients::new(&m, &[0.0; 5], 0),

@@ -87,6 +87,49 @@ impl<Acc: Clone> TwoStack<Acc> {
         self.items.partition_point(|(p, _)| *p < pos)
     }
 
+    /// Index of the first item with position `>= pos`, scanning from the front: O(1) when the
+    /// answer is among the first few items (the common case right after an eviction), which
+    /// touches only the front instead of binary-searching cold memory.
+    #[inline]
+    pub fn first_at_or_after_from_front(&self, pos: i64) -> usize {
+        const SCAN: usize = 4;
+        let n = self.items.len().min(SCAN);
+        for i in 0..n {
+            if self.items[i].0 >= pos {
+                return i;
+            }
+        }
+        if n < SCAN {
+            return n;
+        }
+        self.first_at_or_after(pos)
+    }
+
+    /// Reads the positions at both ends (the memory a window query and the next pane append
+    /// touch first), so that a caller can start those cache misses ahead of time.
+    #[inline]
+    pub fn ends(&self) -> (Option<i64>, Option<i64>) {
+        (
+            self.items.front().map(|(p, _)| *p),
+            self.items.back().map(|(p, _)| *p),
+        )
+    }
+
+    /// Whether `(pos, acc)` may be appended with [`TwoStack::push_pending`]: `pos` is beyond
+    /// every item and not yet part of any query (`>= hi`, hence also `>= lo`).
+    #[inline]
+    pub fn can_push_pending(&self, pos: i64) -> bool {
+        pos >= self.hi && pos >= self.lo && self.items.back().is_none_or(|(p, _)| *p < pos)
+    }
+
+    /// Appends a complete item beyond every other and beyond the last query (see
+    /// [`TwoStack::can_push_pending`]); it joins queries like any pending item.
+    #[inline]
+    pub fn push_pending(&mut self, pos: i64, acc: Acc) {
+        debug_assert!(self.can_push_pending(pos));
+        self.items.push_back((pos, acc));
+    }
+
     /// Folds `value` into the item at `pos`. Returns `false` (and changes nothing) when `pos`
     /// is below the evicted horizon.
     #[inline]
