@@ -47,7 +47,7 @@ pub mod window;
 pub use evaluate::{Thresholds, WindowAudit};
 pub use job::{spawn_auditor, AuditorConfig, AuditorHandle, Backend};
 pub use metrics::AuditMetrics;
-pub use operator::{AuditInput, AuditOutput, Auditor, Breach, BreachKind, LiveView};
+pub use operator::{AuditInput, AuditOutput, Auditor, Breach, BreachKind, DecisionRef, LiveView};
 pub use reference::{ReferenceProfile, ReferenceSource, StoreReferences};
 pub use state::AuditState;
 pub use window::{WindowConfig, WindowKind, WindowSpan};

@@ -57,9 +57,26 @@ pub enum AuditInput {
         repaid: bool,
         /// Groups for sex, race, age_band, resolved when the outcome was read.
         groups: [String; 3],
+        /// The decision it observes, looked up in the store by the source (`None`: not
+        /// found). The decision is immutable and precedes its outcome in the same stream, so
+        /// joining against the store is deterministic and needs no buffer in the operator
+        /// state — which would otherwise hold every decision still waiting for its outcome.
+        #[serde(default)]
+        decision: Option<DecisionRef>,
     },
     /// Any other event of the category (read to advance the position, otherwise ignored).
     Other,
+}
+
+/// The decision an outcome refers to, as the source found it in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRef {
+    /// The model that decided.
+    pub model: ModelRef,
+    /// Approved.
+    pub approve: bool,
+    /// Decision time (ms).
+    pub time: Timestamp,
 }
 
 /// What a breach is about.
@@ -170,6 +187,8 @@ pub struct AuditorCore {
     ready: bool,
     /// Records counted so far (drives the deterministic evaluation of open windows).
     counted: u64,
+    /// Longest time from a decision to its outcome that still joins (ms).
+    join_bound_ms: i64,
 }
 
 /// Open windows are evaluated for breaches after every this many counted records, so a
@@ -324,6 +343,7 @@ impl Auditor {
                 breaches: VecDeque::new(),
                 ready: false,
                 counted: 0,
+                join_bound_ms,
             })),
             thresholds,
         })
@@ -511,7 +531,7 @@ impl Operator for Auditor {
                         .entry(model.to_string())
                         .or_insert_with(|| p.clone());
                 }
-                core.join.decided(decision_id, model, *approve, time);
+                let _ = decision_id; // outcomes join against the store (see `DecisionRef`)
                 if core.windows.is_late(time) {
                     core.late += 1;
                     drop(core);
@@ -534,11 +554,15 @@ impl Operator for Auditor {
                 }
             }
             AuditInput::Observed {
-                decision_id,
+                decision_id: _,
                 repaid,
                 groups,
+                decision,
             } => {
-                let joined = core.join.observed(decision_id, time);
+                let joined = decision
+                    .as_ref()
+                    .filter(|d| time >= d.time && time - d.time <= core.join_bound_ms)
+                    .map(|d| (d.model.clone(), d.approve));
                 match joined {
                     Some((model, approve)) if !core.windows.is_late(time) => {
                         core.count(
@@ -682,6 +706,57 @@ mod tests {
                 AuditOutput::Breach(_) => None,
             })
             .collect()
+    }
+
+    fn observed(i: usize, decision: Option<(bool, Timestamp)>) -> AuditInput {
+        AuditInput::Observed {
+            decision_id: format!("d{i}"),
+            repaid: true,
+            groups: ["F".into(), "unknown".into(), "unknown".into()],
+            decision: decision.map(|(approve, time)| DecisionRef {
+                model: ModelRef {
+                    id: "m".into(),
+                    version: 1,
+                },
+                approve,
+                time,
+            }),
+        }
+    }
+
+    #[test]
+    fn outcomes_join_their_decision_within_the_bound_and_are_late_otherwise() {
+        let cfg = WindowConfig {
+            tumbling_ms: 100_000,
+            sliding_ms: 200_000,
+            slide_ms: 100_000,
+        };
+        let mut a = Auditor::new(cfg, 10_000, Thresholds::default()).unwrap();
+        let mut out = Collector::new();
+        a.on_record(decided(1, "F", true), 1_000, &mut out);
+        // Within the bound: counted as a labelled outcome.
+        a.on_record(observed(1, Some((true, 1_000))), 5_000, &mut out);
+        // Beyond the bound, before its decision, or with no decision found: late.
+        a.on_record(observed(2, Some((true, 1_000))), 11_001, &mut out);
+        a.on_record(observed(3, Some((true, 9_000))), 8_000, &mut out);
+        a.on_record(observed(4, None), 8_000, &mut out);
+        let (_, late) = out.drain();
+        let late_ids: Vec<String> = late
+            .iter()
+            .filter_map(|(r, _)| match r {
+                AuditInput::Observed { decision_id, .. } => Some(decision_id.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(late_ids, vec!["d2", "d3", "d4"]);
+        let labelled: u64 = a
+            .live()
+            .audits()
+            .iter()
+            .filter(|w| w.window.kind == WindowKind::Tumbling)
+            .map(|w| w.labeled)
+            .sum();
+        assert_eq!(labelled, 1);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::events::{ModelRef, SealedAttributes, LOAN_APPLICATION_SUBMITTED, LOAN
 use crate::vault::KeyVault;
 use crate::LendingError;
 
-use super::operator::AuditInput;
+use super::operator::{AuditInput, DecisionRef};
 use super::record::{decode, LendingRecord, Submitted};
 use super::reference::{ReferenceProfile, ReferenceSource};
 use super::window::UNKNOWN_GROUP;
@@ -129,6 +129,32 @@ impl AuditSource {
             Ok(Some((LendingRecord::Submitted(s), _))) => Ok(Some(s)),
             _ => Ok(None),
         }
+    }
+
+    /// The decision of `decision_id` (model, approval, decision time), read from its stream.
+    async fn decision(&mut self, decision_id: &str) -> Result<Option<DecisionRef>, StreamError> {
+        let Ok(stream) = StreamId::new(format!("{LOAN_CATEGORY}-{decision_id}")) else {
+            return Ok(None);
+        };
+        let events = match self
+            .store
+            .read_stream(&stream, StreamFrom::Start, Direction::Forward, 8)
+            .await
+        {
+            Ok(v) => v,
+            Err(StoreError::StreamNotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        for ev in &events {
+            if let Ok(Some((LendingRecord::Decided(d), t))) = decode(ev) {
+                return Ok(Some(DecisionRef {
+                    model: d.model,
+                    approve: d.approve,
+                    time: t,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// Groups for sex, race, age_band: `unknown` when no attributes were given, the subject
@@ -255,11 +281,13 @@ impl AuditSource {
                     }
                     None => self.groups(offset, "", None).await?,
                 };
+                let decision = self.decision(&o.decision_id).await?;
                 (
                     Ok(AuditInput::Observed {
                         decision_id: o.decision_id,
                         repaid: o.repaid,
                         groups,
+                        decision,
                     }),
                     t,
                 )
