@@ -200,6 +200,16 @@ pub const OPEN_WINDOW_EVALUATION_EVERY: u64 = 25;
 /// `AuditorCore::evaluate_open`).
 pub const OPEN_WINDOW_LOOKS: f64 = 200.0;
 
+/// The thresholds open windows are judged by: the configured ones at the stricter confidence
+/// level of [`OPEN_WINDOW_LOOKS`] (used for breach events and for the live view alike, so a
+/// window shown as breached is one that raises a breach).
+pub fn open_window_thresholds(th: &Thresholds) -> Thresholds {
+    Thresholds {
+        confidence: 1.0 - (1.0 - th.confidence) / OPEN_WINDOW_LOOKS,
+        ..*th
+    }
+}
+
 /// Breaches kept in the operator state for the snapshot.
 pub const RECENT_BREACHES: usize = 100;
 
@@ -256,22 +266,17 @@ impl LiveView {
         lock(&self.core).ready
     }
 
-    /// The audits of the open windows (tumbling and sliding) of every model.
+    /// The audits of the open windows (tumbling and sliding) of every model, judged at the
+    /// open-window confidence level ([`open_window_thresholds`]).
     pub fn audits(&self) -> Vec<WindowAudit> {
+        let strict = open_window_thresholds(&self.thresholds);
         let core = lock(&self.core);
         core.windows
             .current()
             .iter()
             .map(|r| {
                 let profile = core.profiles.get(&r.model.to_string()).map(Arc::as_ref);
-                window_audit(
-                    &r.model,
-                    r.span,
-                    false,
-                    &r.counts,
-                    profile,
-                    &self.thresholds,
-                )
+                window_audit(&r.model, r.span, false, &r.counts, profile, &strict)
             })
             .collect()
     }
@@ -492,10 +497,7 @@ impl AuditorCore {
     /// [`OPEN_WINDOW_LOOKS`] — so that all the looks at one window together are about as
     /// likely to raise a false alarm as the single evaluation of a closed window.
     fn evaluate_open(&mut self, th: &Thresholds, out: &mut Collector<AuditOutput, AuditInput>) {
-        let strict = Thresholds {
-            confidence: 1.0 - (1.0 - th.confidence) / OPEN_WINDOW_LOOKS,
-            ..*th
-        };
+        let strict = open_window_thresholds(th);
         let th = &strict;
         for r in self.windows.current() {
             let profile = self.profiles.get(&r.model.to_string()).cloned();
