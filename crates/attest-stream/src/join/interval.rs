@@ -9,7 +9,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::codec::{self, tags};
 use crate::operator::LateHint;
 use crate::time::MIN_TIMESTAMP;
-use crate::window::keyed::{KeySlab, SlotState, Timers};
+use crate::window::keyed::{KeySlab, KeyedSnap, KeyedSnapRef, SlotState, Timers};
 use crate::{Collector, Operator, StreamError, Timestamp};
 
 /// Input of a two-sided join operator.
@@ -149,22 +149,6 @@ impl<L, R> JoinKey<L, R> {
             (a, b) => a.or(b),
         }
     }
-}
-
-#[derive(Serialize)]
-struct SnapRef<'a, K: Eq + Hash, S> {
-    spec: IntervalSpec,
-    watermark: i64,
-    slab: &'a KeySlab<K, S>,
-    timers: &'a Timers,
-}
-
-#[derive(Deserialize)]
-struct SnapOwned<K: Eq + Hash, S> {
-    spec: IntervalSpec,
-    watermark: i64,
-    slab: KeySlab<K, S>,
-    timers: Timers,
 }
 
 /// The interval join operator (see [`IntervalJoin`]).
@@ -337,7 +321,7 @@ where
     fn snapshot(&self) -> Result<Vec<u8>, StreamError> {
         codec::encode(
             tags::INTERVAL_JOIN,
-            &SnapRef {
+            &KeyedSnapRef {
                 spec: self.spec,
                 watermark: self.watermark,
                 slab: &self.slab,
@@ -347,7 +331,8 @@ where
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), StreamError> {
-        let snap: SnapOwned<K, JoinKey<L, R>> = codec::decode(tags::INTERVAL_JOIN, snapshot)?;
+        let snap: KeyedSnap<IntervalSpec, K, JoinKey<L, R>> =
+            codec::decode(tags::INTERVAL_JOIN, snapshot)?;
         if snap.spec != self.spec {
             return Err(StreamError::State(format!(
                 "snapshot is for join {:?}, operator has {:?}",

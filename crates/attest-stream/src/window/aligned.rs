@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::keyed::{KeySlab, SlotState, Timers};
+use super::keyed::{KeySlab, KeyedSnap, KeyedSnapRef, SlotState, Timers};
 use super::two_stack::TwoStack;
 use super::{millis, EmitMode, WindowResult};
 use crate::agg::Aggregator;
@@ -325,22 +325,6 @@ impl PaneCache {
     };
 }
 
-#[derive(Serialize)]
-struct SnapRef<'a, K: Eq + Hash, S> {
-    spec: AlignedSpec,
-    watermark: i64,
-    slab: &'a KeySlab<K, S>,
-    timers: &'a Timers,
-}
-
-#[derive(Deserialize)]
-struct SnapOwned<K: Eq + Hash, S> {
-    spec: AlignedSpec,
-    watermark: i64,
-    slab: KeySlab<K, S>,
-    timers: Timers,
-}
-
 /// Keyed tumbling or hopping window aggregation (see [`TumblingWindows`],
 /// [`HoppingWindows`] and the [module docs](super) for semantics).
 ///
@@ -597,7 +581,7 @@ where
     fn snapshot(&self) -> Result<Vec<u8>, StreamError> {
         codec::encode(
             tags::ALIGNED,
-            &SnapRef {
+            &KeyedSnapRef {
                 spec: self.spec,
                 watermark: self.watermark,
                 slab: &self.slab,
@@ -607,7 +591,8 @@ where
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), StreamError> {
-        let snap: SnapOwned<K, PaneKey<A::Acc>> = codec::decode(tags::ALIGNED, snapshot)?;
+        let snap: KeyedSnap<AlignedSpec, K, PaneKey<A::Acc>> =
+            codec::decode(tags::ALIGNED, snapshot)?;
         if snap.spec != self.spec {
             return Err(StreamError::State(format!(
                 "snapshot is for windows {:?}, operator has {:?}",

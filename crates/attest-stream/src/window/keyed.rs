@@ -179,3 +179,22 @@ impl Timers {
         }
     }
 }
+
+/// The checkpoint of a keyed operator: its definition (checked on restore), watermark, per-key
+/// state and timers. Shared by the window and interval-join operators.
+#[derive(Serialize)]
+pub(crate) struct KeyedSnapRef<'a, P, K: Eq + Hash, S> {
+    pub spec: P,
+    pub watermark: i64,
+    pub slab: &'a KeySlab<K, S>,
+    pub timers: &'a Timers,
+}
+
+/// The decoded form of [`KeyedSnapRef`].
+#[derive(Deserialize)]
+pub(crate) struct KeyedSnap<P, K: Eq + Hash, S> {
+    pub spec: P,
+    pub watermark: i64,
+    pub slab: KeySlab<K, S>,
+    pub timers: Timers,
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::keyed::{KeySlab, SlotState, Timers};
+use super::keyed::{KeySlab, KeyedSnap, KeyedSnapRef, SlotState, Timers};
 use super::{millis, EmitMode, WindowResult};
 use crate::agg::Aggregator;
 use crate::codec::{self, tags};
@@ -92,22 +92,6 @@ impl<Acc> SlotState for SessionKey<Acc> {
         self.sessions.clear();
         self.timer = i64::MAX;
     }
-}
-
-#[derive(Serialize)]
-struct SnapRef<'a, K: Eq + Hash, S> {
-    spec: SessionSpec,
-    watermark: i64,
-    slab: &'a KeySlab<K, S>,
-    timers: &'a Timers,
-}
-
-#[derive(Deserialize)]
-struct SnapOwned<K: Eq + Hash, S> {
-    spec: SessionSpec,
-    watermark: i64,
-    slab: KeySlab<K, S>,
-    timers: Timers,
 }
 
 /// Keyed session window aggregation (see [`SessionWindows`] and the [module docs](super)).
@@ -311,7 +295,7 @@ where
     fn snapshot(&self) -> Result<Vec<u8>, StreamError> {
         codec::encode(
             tags::SESSION,
-            &SnapRef {
+            &KeyedSnapRef {
                 spec: self.spec,
                 watermark: self.watermark,
                 slab: &self.slab,
@@ -321,7 +305,8 @@ where
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), StreamError> {
-        let snap: SnapOwned<K, SessionKey<A::Acc>> = codec::decode(tags::SESSION, snapshot)?;
+        let snap: KeyedSnap<SessionSpec, K, SessionKey<A::Acc>> =
+            codec::decode(tags::SESSION, snapshot)?;
         if snap.spec != self.spec {
             return Err(StreamError::State(format!(
                 "snapshot is for sessions {:?}, operator has {:?}",

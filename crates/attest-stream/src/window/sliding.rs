@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::keyed::{KeySlab, SlotState, Timers};
+use super::keyed::{KeySlab, KeyedSnap, KeyedSnapRef, SlotState, Timers};
 use super::two_stack::TwoStack;
 use super::{millis, EmitMode, WindowResult};
 use crate::agg::Aggregator;
@@ -122,22 +122,6 @@ impl<Acc: Clone> SlidingKey<Acc> {
             (l, r) => l.or(r),
         }
     }
-}
-
-#[derive(Serialize)]
-struct SnapRef<'a, K: Eq + Hash, S> {
-    spec: SlidingSpec,
-    watermark: i64,
-    slab: &'a KeySlab<K, S>,
-    timers: &'a Timers,
-}
-
-#[derive(Deserialize)]
-struct SnapOwned<K: Eq + Hash, S> {
-    spec: SlidingSpec,
-    watermark: i64,
-    slab: KeySlab<K, S>,
-    timers: Timers,
 }
 
 /// Keyed sliding window aggregation (see [`SlidingWindows`] and the [module docs](super)).
@@ -376,7 +360,7 @@ where
     fn snapshot(&self) -> Result<Vec<u8>, StreamError> {
         codec::encode(
             tags::SLIDING,
-            &SnapRef {
+            &KeyedSnapRef {
                 spec: self.spec,
                 watermark: self.watermark,
                 slab: &self.slab,
@@ -386,7 +370,8 @@ where
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), StreamError> {
-        let snap: SnapOwned<K, SlidingKey<A::Acc>> = codec::decode(tags::SLIDING, snapshot)?;
+        let snap: KeyedSnap<SlidingSpec, K, SlidingKey<A::Acc>> =
+            codec::decode(tags::SLIDING, snapshot)?;
         if snap.spec != self.spec {
             return Err(StreamError::State(format!(
                 "snapshot is for sliding windows {:?}, operator has {:?}",
