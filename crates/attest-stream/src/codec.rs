@@ -39,7 +39,9 @@ pub fn decode<T: DeserializeOwned>(tag: u8, bytes: &[u8]) -> Result<T, StreamErr
 
 /// Operator kind tags used in snapshot headers.
 pub(crate) mod tags {
-    pub const ALIGNED: u8 = 1;
+    /// Tumbling/hopping windows in the pane-major layout (tag 1 was the earlier per-key
+    /// layout; its snapshots are refused as another kind rather than misread).
+    pub const ALIGNED: u8 = 6;
     pub const SLIDING: u8 = 2;
     pub const SESSION: u8 = 3;
     pub const INTERVAL_JOIN: u8 = 4;

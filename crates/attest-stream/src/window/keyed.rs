@@ -51,6 +51,11 @@ impl<K: Eq + Hash, S> KeySlab<K, S> {
     pub fn len(&self) -> usize {
         self.index.len()
     }
+
+    /// Number of slots, in use or free (every slot number is below it).
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
 }
 
 impl<K: Eq + Hash + Clone, S: SlotState> KeySlab<K, S> {
@@ -127,6 +132,16 @@ impl<K: Eq + Hash + Clone, S: SlotState> KeySlab<K, S> {
         for (i, s) in self.slots.iter().enumerate() {
             if let Some(k) = &s.key {
                 self.index.insert(k.clone(), i as u32);
+            }
+        }
+    }
+
+    /// Calls `f(slot, key, state)` for every key in use, in slot order (sequential memory).
+    #[inline]
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(u32, &K, &mut S)) {
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if let Some(key) = &s.key {
+                f(i as u32, key, &mut s.state);
             }
         }
     }

@@ -9,7 +9,8 @@
 //! - **Hopping** windows of size `s` advancing by `d` are `[k·d, k·d + s)`; a record belongs to
 //!   `s / d` of them. They are computed from *panes* of `gcd(s, d)`: a record updates one pane
 //!   of its key, and a closing window combines its panes with two-stack sliding aggregation, so
-//!   the cost per record does not grow with the overlap `s / d`.
+//!   neither the cost per record nor the cost per result grows with the overlap `s / d` (see
+//!   [`AlignedWindowOperator`] for the pane-major layout that keeps firing sequential).
 //! - **Sliding** windows follow Kafka Streams' `SlidingWindows` (maximum time difference `t`,
 //!   both ends inclusive there): each record at `r` defines the window `[r - t, r]`, and the
 //!   window `[r + 1, r + 1 + t]` if that one contains a record; every distinct, non-empty set of
@@ -27,9 +28,12 @@
 //! dropped. A record whose windows are all closed goes to [`Collector::late`] (the late side
 //! output) — never dropped silently.
 //!
-//! Closing is driven by watermarks through a timer index ordered by close time, so final
-//! results come out for keys that went quiet, and the cost of a watermark is proportional to
-//! what closes, not to the number of keys. Results of one watermark are emitted in order of
+//! Closing is driven by watermarks, so final results come out for keys that went quiet.
+//! Tumbling and hopping windows share their boundaries across keys: a closing window is
+//! fired for every key with records in it, in key slot order (first-seen order for a fresh
+//! operator), and the cost of a watermark is proportional to the keys with state. Sliding
+//! and session windows close per key through a timer index ordered by close time, so their
+//! cost is proportional to what closes. Results of one watermark are emitted in order of
 //! close time.
 //!
 //! # Emit modes

@@ -87,49 +87,6 @@ impl<Acc: Clone> TwoStack<Acc> {
         self.items.partition_point(|(p, _)| *p < pos)
     }
 
-    /// Index of the first item with position `>= pos`, scanning from the front: O(1) when the
-    /// answer is among the first few items (the common case right after an eviction), which
-    /// touches only the front instead of binary-searching cold memory.
-    #[inline]
-    pub fn first_at_or_after_from_front(&self, pos: i64) -> usize {
-        const SCAN: usize = 4;
-        let n = self.items.len().min(SCAN);
-        for i in 0..n {
-            if self.items[i].0 >= pos {
-                return i;
-            }
-        }
-        if n < SCAN {
-            return n;
-        }
-        self.first_at_or_after(pos)
-    }
-
-    /// Reads the positions at both ends (the memory a window query and the next pane append
-    /// touch first), so that a caller can start those cache misses ahead of time.
-    #[inline]
-    pub fn ends(&self) -> (Option<i64>, Option<i64>) {
-        (
-            self.items.front().map(|(p, _)| *p),
-            self.items.back().map(|(p, _)| *p),
-        )
-    }
-
-    /// Whether `(pos, acc)` may be appended with [`TwoStack::push_pending`]: `pos` is beyond
-    /// every item and not yet part of any query (`>= hi`, hence also `>= lo`).
-    #[inline]
-    pub fn can_push_pending(&self, pos: i64) -> bool {
-        pos >= self.hi && pos >= self.lo && self.items.back().is_none_or(|(p, _)| *p < pos)
-    }
-
-    /// Appends a complete item beyond every other and beyond the last query (see
-    /// [`TwoStack::can_push_pending`]); it joins queries like any pending item.
-    #[inline]
-    pub fn push_pending(&mut self, pos: i64, acc: Acc) {
-        debug_assert!(self.can_push_pending(pos));
-        self.items.push_back((pos, acc));
-    }
-
     /// Folds `value` into the item at `pos`. Returns `false` (and changes nothing) when `pos`
     /// is below the evicted horizon.
     #[inline]
@@ -260,49 +217,98 @@ impl<Acc: Clone> TwoStack<Acc> {
         windows: &[(i64, i64)],
         left: &mut Vec<Acc>,
         right: &mut Vec<Acc>,
-        mut f: impl FnMut(i64, i64, Acc),
+        f: impl FnMut(i64, i64, Acc),
     ) {
-        let (Some(first), Some(last)) = (windows.first(), windows.last()) else {
-            return;
+        let items = &self.items;
+        ranges_containing_in(
+            agg,
+            items.len(),
+            |j| (items[j].0, &items[j].1),
+            pos,
+            windows,
+            left,
+            right,
+            f,
+        );
+    }
+}
+
+/// Index of the first of `n` items (sorted by position, `item(j)` is the j-th) whose position
+/// is `>= pos`.
+#[inline]
+fn lower_bound<'a, Acc: 'a>(n: usize, item: &impl Fn(usize) -> (i64, &'a Acc), pos: i64) -> usize {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if item(mid).0 < pos {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// [`TwoStack::ranges_containing`] over any `n` items sorted by position, `item(j)` giving
+/// the j-th: for the item at `pos` and `windows` (each `[lo, hi)` containing `pos`, sorted by
+/// `lo` and by `hi`), calls `f(lo, hi, merge of items in [lo, hi))` for each, with
+/// O(items in the windows' union + windows) merges (prefix merges to the left of `pos`,
+/// suffix merges to its right). Nothing is called when no item is at `pos`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn ranges_containing_in<'a, V, A, I>(
+    agg: &A,
+    n: usize,
+    item: I,
+    pos: i64,
+    windows: &[(i64, i64)],
+    left: &mut Vec<A::Acc>,
+    right: &mut Vec<A::Acc>,
+    mut f: impl FnMut(i64, i64, A::Acc),
+) where
+    A: Aggregator<V>,
+    A::Acc: 'a,
+    I: Fn(usize) -> (i64, &'a A::Acc),
+{
+    let (Some(first), Some(last)) = (windows.first(), windows.last()) else {
+        return;
+    };
+    let p = lower_bound(n, &item, pos);
+    if p >= n || item(p).0 != pos {
+        return;
+    }
+    let a = lower_bound(n, &item, first.0);
+    let b = lower_bound(n, &item, last.1);
+    left.clear();
+    for j in (a..p).rev() {
+        let mut acc = item(j).1.clone();
+        if let Some(prev) = left.last() {
+            agg.merge(&mut acc, prev);
+        }
+        left.push(acc);
+    }
+    right.clear();
+    for j in (p + 1)..b {
+        let acc = match right.last() {
+            Some(prev) => {
+                let mut acc = prev.clone();
+                agg.merge(&mut acc, item(j).1);
+                acc
+            }
+            None => item(j).1.clone(),
         };
-        let p = self.first_at_or_after(pos);
-        if p >= self.items.len() || self.items[p].0 != pos {
-            return;
+        right.push(acc);
+    }
+    for &(lo, hi) in windows {
+        let l = lower_bound(n, &item, lo);
+        let r = lower_bound(n, &item, hi);
+        let mut acc = item(p).1.clone();
+        if l < p {
+            agg.merge(&mut acc, &left[p - 1 - l]);
         }
-        let a = self.first_at_or_after(first.0);
-        let b = self.first_at_or_after(last.1);
-        left.clear();
-        for j in (a..p).rev() {
-            let mut acc = self.items[j].1.clone();
-            if let Some(prev) = left.last() {
-                agg.merge(&mut acc, prev);
-            }
-            left.push(acc);
+        if r > p + 1 {
+            agg.merge(&mut acc, &right[r - p - 2]);
         }
-        right.clear();
-        for j in (p + 1)..b {
-            let acc = match right.last() {
-                Some(prev) => {
-                    let mut acc = prev.clone();
-                    agg.merge(&mut acc, &self.items[j].1);
-                    acc
-                }
-                None => self.items[j].1.clone(),
-            };
-            right.push(acc);
-        }
-        for &(lo, hi) in windows {
-            let l = self.first_at_or_after(lo);
-            let r = self.first_at_or_after(hi);
-            let mut acc = self.items[p].1.clone();
-            if l < p {
-                agg.merge(&mut acc, &left[p - 1 - l]);
-            }
-            if r > p + 1 {
-                agg.merge(&mut acc, &right[r - p - 2]);
-            }
-            f(lo, hi, acc);
-        }
+        f(lo, hi, acc);
     }
 }
 
