@@ -322,7 +322,7 @@ impl PaneCache {
 ///
 /// # Layout
 /// All keys share the window boundaries, so the operator fires each window for every key at
-/// once and keeps panes *pane-major*: one [`Column`] per pane holds every key's accumulator
+/// once and keeps panes *pane-major*: one column (`Column`) per pane holds every key's accumulator
 /// for it, sorted by key slot. The panes of the windows still to fire form one global
 /// two-stack over the columns, `[lo, front_end)` front and `[front_end, hi)` back:
 ///

@@ -28,7 +28,7 @@ struct SlidingSpec {
 /// `[a; b]` as `start = a`, `end = b + 1`.
 ///
 /// Example (Kafka's documentation, difference 5000 ms): records at 8000, 9200 and 12400 give
-/// the windows [3000;8000], [4200;9200], [7400;12400], [8001;13001] and [9201;14201].
+/// the windows `[3000;8000]`, `[4200;9200]`, `[7400;12400]`, `[8001;13001]` and `[9201;14201]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlidingWindows {
     spec: SlidingSpec,
