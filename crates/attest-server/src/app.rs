@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex};
 use attest_lending::LendingService;
 use attest_store::DynStore;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use prometheus_client::registry::Registry;
 
 use crate::audit::AuditHandle;
-use crate::auth::{ApiKeyInfo, AuthPolicy, KeyStore, Scope};
+use crate::auth::{session_key, ApiKeyInfo, AuthPolicy, KeyStore, Scope};
 use crate::error::{ApiError, ServerError};
 use crate::extract::DEFAULT_BODY_LIMIT;
 use crate::metrics::HttpMetrics;
@@ -185,8 +185,41 @@ fn unauthorized(code: &str, message: &str) -> Response {
     res
 }
 
+/// Whether the client asked for an HTML page (a browser navigating), so that a missing or
+/// refused sign-in cookie sends it to the sign-in form instead of a JSON 401.
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// `303 See Other` to the dashboard's sign-in form, coming back to this page afterwards.
+fn to_sign_in(req: &Request) -> Response {
+    let back = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let query = serde_urlencoded::to_string([("next", back)]).unwrap_or_default();
+    let mut res = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/login?{query}")) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    res
+}
+
 async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Response {
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+    // A browser that signed in to the dashboard carries the key in a cookie; it counts for
+    // safe methods only (a cross-site form cannot use it to change anything).
+    let mut from_cookie = false;
     let presented = match req.headers().get(header::AUTHORIZATION) {
+        None if safe => {
+            let key = session_key(req.headers());
+            from_cookie = key.is_some();
+            key
+        }
         None => None,
         Some(v) => {
             let token = v.to_str().ok().and_then(|s| {
@@ -206,8 +239,10 @@ async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Response {
             }
         }
     };
+    let browser = safe && wants_html(req.headers());
     let Some(key) = presented else {
         return match g.state.policy() {
+            AuthPolicy::Required if browser => to_sign_in(&req),
             AuthPolicy::Required => unauthorized(
                 "missing_api_key",
                 "this server requires an API key: send `Authorization: Bearer <key>`",
@@ -225,7 +260,9 @@ async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Response {
             )
             .into_response()
         }
+        Ok(None) if from_cookie && browser => to_sign_in(&req),
         Ok(None) => unauthorized("invalid_api_key", "unknown or revoked API key"),
+        Ok(Some(info)) if !info.allows(g.scope) && from_cookie && browser => to_sign_in(&req),
         Ok(Some(info)) if !info.allows(g.scope) => ApiError::new(
             StatusCode::FORBIDDEN,
             "insufficient_scope",

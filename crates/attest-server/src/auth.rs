@@ -498,6 +498,23 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(ks)?
 }
 
+/// Name of the dashboard's sign-in cookie. It holds the API key (HttpOnly, SameSite=Strict)
+/// and is accepted for GET and HEAD requests only, so it never authorizes a state change.
+pub const SESSION_COOKIE: &str = "attest_key";
+
+/// The API key in the request's sign-in cookie, if any.
+pub fn session_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == SESSION_COOKIE)
+        .map(|c| c.value().to_string())
+        .filter(|k| !k.is_empty())
+}
+
 /// Whether requests must carry an API key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthPolicy {

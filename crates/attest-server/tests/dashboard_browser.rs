@@ -233,3 +233,46 @@ async fn dashboard_pages_load_in_headless_chromium_with_expected_figures() {
     chrome.close().await;
     srv.stop().await;
 }
+
+/// On a server that requires API keys, a browser is sent to the sign-in form, signs in with a
+/// `read` key through the form, and then sees the pages (the key travels in an HttpOnly
+/// cookie); a key without the read scope is refused on the form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_signs_in_with_an_api_key_when_keys_are_required() {
+    browser::chromium_path();
+    let (srv, keys) = TestServer::start_requiring_keys(&[
+        &[attest_server::Scope::Read],
+        &[attest_server::Scope::Decide],
+    ])
+    .await;
+    let chrome = Chromium::launch().await;
+
+    let before = chrome
+        .visit(&format!("{}/", srv.base), "signin-redirect")
+        .await;
+    before.assert_clean("sign-in page");
+    assert_eq!(before.title, "Attest · Sign in");
+    before.assert_text("This server requires an API key");
+
+    // A key without the read scope: refused on the form, still on /login.
+    assert_eq!(chrome.sign_in(&srv.base, &keys[1]).await, "/login");
+    let refused = chrome
+        .visit(&format!("{}/", srv.base), "signin-still-required")
+        .await;
+    assert_eq!(refused.title, "Attest · Sign in");
+
+    // The read key: the form takes the browser to the page it asked for.
+    assert_eq!(chrome.sign_in(&srv.base, &keys[0]).await, "/incidents");
+    let overview = chrome
+        .visit(&format!("{}/", srv.base), "overview-signed-in")
+        .await;
+    overview.assert_clean("overview after sign-in");
+    assert_eq!(overview.title, "Attest · Overview");
+    assert_eq!(
+        overview.element_text("decision-count").as_deref(),
+        Some("0")
+    );
+
+    chrome.close().await;
+    srv.stop().await;
+}

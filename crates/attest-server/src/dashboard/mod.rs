@@ -10,7 +10,9 @@
 //!   model output (TreeSHAP, log-odds of default), model version, trace id, outcome;
 //! - `/models`: global importance of the active model (mean |SHAP| over its reference sample,
 //!   computed once per model version and cached);
-//! - `/incidents`: incidents with their status.
+//! - `/incidents`: incidents with their status;
+//! - `/login`, `/logout`: browser sign-in with an API key when the server requires keys
+//!   (see the `signin` module).
 //!
 //! Data: counts, rates, recent decisions and incidents come from [`feed::DashboardFeed`], an
 //! in-memory read model of the log; per-group and drift figures come from the auditor through
@@ -19,12 +21,14 @@
 //!
 //! Wiring: `let dash = Dashboard::start(store.clone());` then
 //! `ApiBuilder::new(state.clone()).merge(dash.router(&state))`. The pages sit behind the
-//! API-key gate with the `read` scope (so they are open on loopback unless auth is required).
+//! API-key gate with the `read` scope (so they are open on loopback unless auth is required;
+//! otherwise a browser is sent to `/login` and signs in with a key).
 
 pub mod audit_view;
 pub mod feed;
 pub mod importance;
 pub mod render;
+mod signin;
 pub mod view;
 
 use std::sync::Arc;
@@ -80,7 +84,8 @@ impl Dashboard {
         &self.inner.importance
     }
 
-    /// The page routes, gated with the `read` scope; merge into the API with
+    /// The page routes, gated with the `read` scope, and the browser sign-in form
+    /// (`/login`, `/logout`, see [`signin`]); merge into the API with
     /// [`crate::app::ApiBuilder::merge`].
     pub fn router(&self, state: &AppState) -> Router<AppState> {
         let pages = Router::new()
@@ -89,7 +94,7 @@ impl Dashboard {
             .route("/models", get(models))
             .route("/incidents", get(incidents))
             .layer(Extension(self.clone()));
-        state.protect(pages, Scope::Read)
+        state.protect(pages, Scope::Read).merge(signin::router())
     }
 
     /// Gathers the overview page's figures.
@@ -230,7 +235,21 @@ fn value_text(v: &serde_json::Value) -> String {
 }
 
 /// An HTML response with the dashboard's security headers.
+/// The pages' content security policy: no script, no external resource, no form.
+const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+/// The sign-in page's: the same, with forms posting to this origin.
+const CSP_FORM: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
 fn html(status: StatusCode, body: String) -> Response {
+    html_with(status, body, CSP)
+}
+
+/// An HTML page holding a form that posts to this origin.
+fn form_html(status: StatusCode, body: String) -> Response {
+    html_with(status, body, CSP_FORM)
+}
+
+fn html_with(status: StatusCode, body: String, csp: &'static str) -> Response {
     let mut res = (status, body).into_response();
     let h = res.headers_mut();
     h.insert(
@@ -239,9 +258,7 @@ fn html(status: StatusCode, body: String) -> Response {
     );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-        ),
+        HeaderValue::from_static(csp),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(

@@ -692,6 +692,39 @@ pub fn incidents(v: &IncidentsPageView, generated_at: &DateTime<Utc>) -> String 
     page("Incidents", true, generated_at, &b)
 }
 
+/// Renders the sign-in form (`next`: where to go afterwards; `message`: why the last attempt
+/// failed; `signed_in`: whether this browser already holds a sign-in cookie).
+pub fn sign_in(
+    next: &str,
+    message: Option<&str>,
+    signed_in: bool,
+    generated_at: &DateTime<Utc>,
+) -> String {
+    let mut b = String::new();
+    b.push_str(
+        "<p>This server requires an API key. Sign in with a key that has the <code>read</code> \
+scope (<code>attest keys create --scopes read</code>); this browser keeps it in an HttpOnly \
+cookie for 12 hours and uses it to read pages only.</p>",
+    );
+    if let Some(m) = message {
+        let _ = write!(b, "<p class=\"bad\" id=\"signin-error\">{}</p>", escape(m));
+    }
+    let _ = write!(
+        b,
+        "<form method=\"post\" action=\"/login\" id=\"signin\"><input type=\"hidden\" name=\"next\" value=\"{}\">\
+<label>API key <input type=\"password\" name=\"key\" autocomplete=\"current-password\" required size=\"60\"></label> \
+<button type=\"submit\">Sign in</button></form>",
+        escape(next)
+    );
+    if signed_in {
+        b.push_str(
+            "<form method=\"post\" action=\"/logout\" id=\"signout\"><p>This browser is signed in. \
+<button type=\"submit\">Sign out</button></p></form>",
+        );
+    }
+    page("Sign in", false, generated_at, &b)
+}
+
 /// Renders a small error page (404 for an unknown decision, 503 when a source fails).
 pub fn error_page(title: &str, message: &str, generated_at: &DateTime<Utc>) -> String {
     page(

@@ -170,6 +170,43 @@ impl Chromium {
         visit
     }
 
+    /// Signs this browser in to the dashboard at `base` with `key`: fills and submits the
+    /// sign-in form like a user, then waits until the browser has left `/login` (the cookie
+    /// it received then serves every later visit). Returns the path it landed on.
+    pub async fn sign_in(&self, base: &str, key: &str) -> String {
+        assert!(
+            key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "unexpected key format"
+        );
+        let page = self
+            .browser
+            .new_page(format!("{base}/login?next=%2Fincidents"))
+            .await
+            .expect("open the sign-in page");
+        let _: bool = eval(
+            &page,
+            &format!(
+                "(() => {{ document.querySelector('input[name=key]').value = '{key}'; \
+                 document.getElementById('signin').submit(); return true; }})()"
+            ),
+        )
+        .await;
+        let mut landed = String::from("/login");
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Ok(v) = page.evaluate("location.pathname").await {
+                if let Ok(path) = v.into_value::<String>() {
+                    landed = path;
+                    if landed != "/login" {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = page.close().await;
+        landed
+    }
+
     /// Closes the browser and waits for it to exit.
     pub async fn close(mut self) {
         let _ = self.browser.close().await;

@@ -12,7 +12,7 @@ use attest_lending::audit::{spawn_auditor, AuditState, AuditorConfig, AuditorHan
 use attest_lending::{DecisionRequest, DecisionResponse, LendingConfig, LendingService};
 use attest_server::dashboard::audit_view::SnapshotAuditSource;
 use attest_server::dashboard::Dashboard;
-use attest_server::{ApiBuilder, AppState, AuthPolicy, KeyStore, Server};
+use attest_server::{ApiBuilder, AppState, AuthPolicy, KeyStore, Scope, Server};
 use attest_store::sqlite::SqliteStore;
 use attest_store::{EventStore, StoreOptions};
 use tokio::sync::oneshot;
@@ -36,8 +36,18 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server on a fresh data dir.
+    /// Starts a server on a fresh data dir (loopback: API keys optional).
     pub async fn start() -> TestServer {
+        Self::start_with(false, &[]).await.0
+    }
+
+    /// Starts a server that requires API keys (as on a public address), with one key per
+    /// entry of `key_scopes`; returns the keys in that order.
+    pub async fn start_requiring_keys(key_scopes: &[&[Scope]]) -> (TestServer, Vec<String>) {
+        Self::start_with(true, key_scopes).await
+    }
+
+    async fn start_with(require_auth: bool, key_scopes: &[&[Scope]]) -> (TestServer, Vec<String>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open_default(dir.path(), StoreOptions::default())
             .expect("open sqlite store");
@@ -47,8 +57,17 @@ impl TestServer {
         let keys = KeyStore::open_sqlite(dir.path())
             .await
             .expect("open key store");
+        let mut created = Vec::new();
+        for scopes in key_scopes {
+            let scopes = scopes.iter().copied().collect();
+            let key = keys
+                .create("browser-test", &scopes)
+                .await
+                .expect("create key");
+            created.push(key.key);
+        }
         let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let policy = AuthPolicy::for_bind(addr, false, &keys)
+        let policy = AuthPolicy::for_bind(addr, require_auth, &keys)
             .await
             .expect("auth policy");
         let state = AppState::builder(lending, store.clone(), keys, policy).build();
@@ -66,7 +85,7 @@ impl TestServer {
                 })
                 .await;
         });
-        TestServer {
+        let srv = TestServer {
             base,
             store,
             dashboard,
@@ -79,7 +98,8 @@ impl TestServer {
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,
-        }
+        };
+        (srv, created)
     }
 
     /// `POST /v1/decisions`.
