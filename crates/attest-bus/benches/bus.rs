@@ -5,6 +5,10 @@
 //! - `publish/embedded_batched_1000`: the same batch on the embedded broker (SQLite group
 //!   commit, `durable: false`).
 //!
+//! - `read_stream/nats_paged_10000`: reading 10,000 stored messages with
+//!   `Broker::read_stream` in pages of 1,000 (an ephemeral read cursor);
+//! - `read_stream/nats_by_get_10000` (baseline): the same with one direct get per message.
+//!
 //! Before criterion runs, a paced run measures commit-to-consumer latency at ~1,000 msg/s for
 //! both brokers (publisher ack → consumer fetch; the consumer acks every message) and prints
 //! p50/p99/max. `BUS_LATENCY_SECS` sets its length (default 3).
@@ -246,5 +250,63 @@ fn publish(c: &mut Criterion) {
     rt.block_on(nats.delete_stream(&stream)).unwrap();
 }
 
-criterion_group!(benches, publish);
+/// Reading a stream back: paged cursor vs one request per message, same messages, same run.
+fn read(c: &mut Criterion) {
+    const STORED: usize = 10_000;
+    const PAGE: usize = 1_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let nats = rt.block_on(async { NatsBroker::connect("nats://127.0.0.1:4222").await.unwrap() });
+    let stream = format!("BENCH_READ_{}", suffix());
+    let subject = format!("benchread.{}", suffix());
+    rt.block_on(async {
+        use attest_bus::Broker;
+        nats.ensure_stream(&StreamConfig::new(&stream, vec![subject.clone()]))
+            .await
+            .unwrap();
+        for round in 0..(STORED / BATCH) as u64 {
+            nats.publish_batch(batch(&subject, "r", round))
+                .await
+                .unwrap();
+        }
+    });
+    let mut g = c.benchmark_group("read_stream");
+    g.throughput(Throughput::Elements(STORED as u64));
+    // Reads everything in pages, with the cursor or by direct get; returns the count.
+    let drain = |by_get: bool| {
+        let (nats, stream, subject) = (&nats, &stream, &subject);
+        async move {
+            use attest_bus::Broker;
+            let (mut from, mut n) = (1u64, 0usize);
+            loop {
+                let page = if by_get {
+                    nats.read_stream_by_get(stream, subject, from, PAGE).await
+                } else {
+                    nats.read_stream(stream, subject, from, PAGE).await
+                };
+                let page = page.unwrap();
+                let Some(last) = page.last() else { break };
+                from = last.sequence + 1;
+                n += page.len();
+            }
+            assert_eq!(n, STORED);
+        }
+    };
+    g.bench_function("nats_paged_10000", |b| {
+        b.to_async(&rt).iter(|| drain(false))
+    });
+    g.bench_function("nats_by_get_10000", |b| {
+        b.to_async(&rt).iter(|| drain(true))
+    });
+    g.finish();
+    rt.block_on(async {
+        use attest_bus::Broker;
+        nats.delete_stream(&stream).await.unwrap();
+    });
+}
+
+criterion_group!(benches, publish, read);
 criterion_main!(benches);

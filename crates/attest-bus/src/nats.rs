@@ -5,13 +5,21 @@
 //! de-duplication; consumers are durable pull consumers with `AckPolicy::Explicit`, `ack_wait`,
 //! `backoff` and `max_deliver`. Acknowledgements use JetStream's "double ack" so that a
 //! settled delivery is known to be recorded by the server when [`Delivery::ack`] returns.
+//!
+//! [`Broker::read_stream`] pages through a stream with an ephemeral, unacknowledged pull
+//! consumer positioned at the requested sequence (one fetch returns a whole page), kept while
+//! the next read continues where the last one stopped, and dropped by the server after
+//! [`READER_IDLE`] without use. A read that cannot use one falls back to a direct get per
+//! message ([`NatsBroker::read_stream_by_get`]).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::header::HeaderMap;
 use async_nats::jetstream::{self, consumer, message::PublishMessage as Publish, stream};
 use async_trait::async_trait;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tracing::debug;
 
 use crate::error::{BusError, Result};
@@ -21,11 +29,32 @@ use crate::message::{
 };
 use crate::{Broker, PullConsumer};
 
+/// How long the server keeps an unused read cursor (an ephemeral consumer).
+pub const READER_IDLE: Duration = Duration::from_secs(30);
+
+/// Largest page one fetch asks for.
+const READER_MAX_BATCH: usize = 10_000;
+
+/// Longest wait for one page. A fetch from a cursor that the server dropped (a restart, an
+/// operator deleting it) gets no answer at all; after this the cursor is replaced.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A read cursor over one (stream, filter): an ephemeral pull consumer without acks whose
+/// next delivery is `next`, last used at `used`.
+struct Reader {
+    consumer: consumer::PullConsumer,
+    next: u64,
+    used: std::time::Instant,
+}
+
+type Readers = Arc<Mutex<HashMap<(String, String), Reader>>>;
+
 /// A broker backed by a NATS server with JetStream enabled.
 #[derive(Clone)]
 pub struct NatsBroker {
     client: async_nats::Client,
     js: jetstream::Context,
+    readers: Readers,
 }
 
 impl std::fmt::Debug for NatsBroker {
@@ -48,7 +77,11 @@ impl NatsBroker {
         let js = jetstream::ContextBuilder::new()
             .max_ack_inflight(10_000)
             .build(client.clone());
-        NatsBroker { client, js }
+        NatsBroker {
+            client,
+            js,
+            readers: Readers::default(),
+        }
     }
 
     /// The underlying NATS connection.
@@ -66,6 +99,112 @@ impl NatsBroker {
             .payload(m.payload.clone())
             .headers(headers)
             .message_id(&m.message_id))
+    }
+
+    /// [`Broker::read_stream`] with one direct-get request per message: no server-side state,
+    /// one round trip each. The fallback of the paged read, and its benchmark baseline.
+    pub async fn read_stream_by_get(
+        &self,
+        stream: &str,
+        filter: &str,
+        from_sequence: u64,
+        max: usize,
+    ) -> Result<Vec<StoredMessage>> {
+        validate_subject(filter, true)?;
+        let s = self.stream(stream).await?;
+        let mut out = Vec::new();
+        let mut seq = from_sequence.max(1);
+        while out.len() < max {
+            match next_stored(&s, seq, filter).await? {
+                Some(m) => {
+                    seq = m.sequence + 1;
+                    out.push(m);
+                }
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// A new read cursor at `from`, or `None` when the server refuses one (the caller then
+    /// reads message by message).
+    async fn open_reader(&self, s: &stream::Stream, filter: &str, from: u64) -> Option<Reader> {
+        let cfg = consumer::pull::Config {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            ack_policy: consumer::AckPolicy::None,
+            replay_policy: consumer::ReplayPolicy::Instant,
+            filter_subject: if filter == ">" {
+                String::new()
+            } else {
+                filter.to_string()
+            },
+            inactive_threshold: READER_IDLE,
+            memory_storage: true,
+            ..Default::default()
+        };
+        match s.create_consumer(cfg).await {
+            Ok(consumer) => Some(Reader {
+                consumer,
+                next: from,
+                used: std::time::Instant::now(),
+            }),
+            Err(e) => {
+                debug!(error = %e, filter, "no read cursor; reading message by message");
+                None
+            }
+        }
+    }
+
+    /// One page from `reader`. On error the cursor's position is unknown: it must be dropped.
+    async fn fetch_page(reader: &Reader, max: usize) -> Result<Vec<StoredMessage>> {
+        tokio::time::timeout(FETCH_TIMEOUT, Self::fetch_page_inner(reader, max))
+            .await
+            .map_err(|_| BusError::nats("fetch page", "no answer from the read cursor"))?
+    }
+
+    async fn fetch_page_inner(reader: &Reader, max: usize) -> Result<Vec<StoredMessage>> {
+        let mut page = reader
+            .consumer
+            .fetch()
+            .max_messages(max.min(READER_MAX_BATCH))
+            .messages()
+            .await
+            .map_err(|e| BusError::nats("fetch page", e))?;
+        let mut out = Vec::new();
+        while let Some(m) = page.next().await {
+            let m = m.map_err(|e| BusError::nats("fetch page", e))?;
+            let info = m.info().map_err(|e| BusError::nats("message info", e))?;
+            let sequence = info.stream_sequence;
+            let published = info.published;
+            let (headers, message_id) = headers_of(m.headers.as_ref());
+            out.push(StoredMessage {
+                sequence,
+                message: Message {
+                    subject: m.subject.to_string(),
+                    message_id,
+                    headers,
+                    payload: m.payload.clone(),
+                    published,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    fn take_reader(&self, key: &(String, String), from: u64) -> Option<Reader> {
+        let mut readers = self.readers.lock().ok()?;
+        // A cursor idle for half its server-side lifetime may be gone already: a new one.
+        readers
+            .remove(key)
+            .filter(|r| r.next == from && r.used.elapsed() < READER_IDLE / 2)
+    }
+
+    fn keep_reader(&self, key: (String, String), reader: Reader) {
+        if let Ok(mut readers) = self.readers.lock() {
+            readers.insert(key, reader);
+        }
     }
 
     async fn stream(&self, name: &str) -> Result<stream::Stream> {
@@ -275,19 +414,49 @@ impl Broker for NatsBroker {
         max: usize,
     ) -> Result<Vec<StoredMessage>> {
         validate_subject(filter, true)?;
-        let s = self.stream(stream).await?;
-        let mut out = Vec::new();
-        let mut seq = from_sequence.max(1);
-        while out.len() < max {
-            match next_stored(&s, seq, filter).await? {
-                Some(m) => {
-                    seq = m.sequence + 1;
-                    out.push(m);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let from = from_sequence.max(1);
+        let key = (stream.to_string(), filter.to_string());
+        let mut reader = match self.take_reader(&key, from) {
+            Some(r) => r,
+            None => {
+                let s = self.stream(stream).await?;
+                match self.open_reader(&s, filter, from).await {
+                    Some(r) => r,
+                    None => return self.read_stream_by_get(stream, filter, from, max).await,
                 }
-                None => break,
+            }
+        };
+        let page = match Self::fetch_page(&reader, max).await {
+            Ok(page) => page,
+            Err(e) => {
+                // The cursor may be gone (idle past READER_IDLE, server restart): one fresh
+                // cursor, then the error.
+                debug!(error = %e, "read cursor failed; opening a new one");
+                let s = self.stream(stream).await?;
+                reader = match self.open_reader(&s, filter, from).await {
+                    Some(r) => r,
+                    None => return self.read_stream_by_get(stream, filter, from, max).await,
+                };
+                Self::fetch_page(&reader, max).await?
+            }
+        };
+        match page.last() {
+            Some(last) => reader.next = last.sequence + 1,
+            None => {
+                // An empty page is also what a vanished cursor could look like: keep it only
+                // if the server still has it (one round trip, as the direct get would take).
+                if let Err(e) = reader.consumer.get_info().await {
+                    debug!(error = %e, "read cursor gone; reading message by message");
+                    return self.read_stream_by_get(stream, filter, from, max).await;
+                }
             }
         }
-        Ok(out)
+        reader.used = std::time::Instant::now();
+        self.keep_reader(key, reader);
+        Ok(page)
     }
 }
 
