@@ -15,7 +15,8 @@
 //! least `min_group_samples` in the rate's denominator, and the interval excluding the fair
 //! value. Drift: PSI on reference deciles and binned KS per feature and for the predicted
 //! probability; a breach needs the value above its threshold, `min_drift_samples` decisions,
-//! and a p-value below `1 - confidence` (PSI ~ (1/n + 1/m) χ², KS asymptotic).
+//! and a p-value below `1 - confidence` divided by the window's number of drift tests
+//! (Bonferroni over features and the two statistics; PSI ~ (1/n + 1/m) χ², KS asymptotic).
 
 use std::collections::BTreeMap;
 
@@ -446,7 +447,18 @@ fn column_drift(
 }
 
 /// Drift of a window's counts against `profile`.
+///
+/// A window runs two tests (PSI and KS) per feature and for the prediction; each breaches
+/// only below `(1 - confidence) / tests` (Bonferroni), so that traffic without drift raises a
+/// drift breach in a window with probability at most `1 - confidence`, however many
+/// features the model has.
 pub fn drift(counts: &AuditCounts, profile: &ReferenceProfile, th: &Thresholds) -> DriftView {
+    let tests =
+        2 * (profile.layouts.iter().flatten().count() + usize::from(profile.prediction.is_some()));
+    let th = &Thresholds {
+        confidence: 1.0 - (1.0 - th.confidence) / tests.max(1) as f64,
+        ..*th
+    };
     let d = &counts.drift;
     let prediction = profile
         .prediction
