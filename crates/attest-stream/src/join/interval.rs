@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::codec::{self, tags};
+use crate::codec::tags;
 use crate::operator::LateHint;
 use crate::time::MIN_TIMESTAMP;
-use crate::window::keyed::{KeySlab, KeyedSnap, KeyedSnapRef, SlotState, Timers};
+use crate::window::keyed::{decode_keyed, encode_keyed, KeySlab, SlotState, Timers};
 use crate::{Collector, Operator, StreamError, Timestamp};
 
 /// Input of a two-sided join operator.
@@ -319,30 +319,18 @@ where
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, StreamError> {
-        codec::encode(
+        encode_keyed(
             tags::INTERVAL_JOIN,
-            &KeyedSnapRef {
-                spec: self.spec,
-                watermark: self.watermark,
-                slab: &self.slab,
-                timers: &self.timers,
-            },
+            self.spec,
+            self.watermark,
+            &self.slab,
+            &self.timers,
         )
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), StreamError> {
-        let snap: KeyedSnap<IntervalSpec, K, JoinKey<L, R>> =
-            codec::decode(tags::INTERVAL_JOIN, snapshot)?;
-        if snap.spec != self.spec {
-            return Err(StreamError::State(format!(
-                "snapshot is for join {:?}, operator has {:?}",
-                snap.spec, self.spec
-            )));
-        }
-        self.watermark = snap.watermark;
-        self.slab = snap.slab;
-        self.slab.rebuild_index();
-        self.timers = snap.timers;
+        (self.watermark, self.slab, self.timers) =
+            decode_keyed(tags::INTERVAL_JOIN, snapshot, &self.spec, "join")?;
         Ok(())
     }
 }

@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use rustc_hash::FxHashMap;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::Timestamp;
+use crate::codec;
+use crate::{StreamError, Timestamp};
 
 /// Per-key state that can be cleared and reused when its key goes away (keeps capacity, so
 /// key churn does not allocate).
@@ -196,20 +198,64 @@ impl Timers {
 }
 
 /// The checkpoint of a keyed operator: its definition (checked on restore), watermark, per-key
-/// state and timers. Shared by the window and interval-join operators.
+/// state and timers. Shared by the sliding, session and interval-join operators.
 #[derive(Serialize)]
-pub(crate) struct KeyedSnapRef<'a, P, K: Eq + Hash, S> {
-    pub spec: P,
-    pub watermark: i64,
-    pub slab: &'a KeySlab<K, S>,
-    pub timers: &'a Timers,
+struct KeyedSnapRef<'a, P, K: Eq + Hash, S> {
+    spec: P,
+    watermark: i64,
+    slab: &'a KeySlab<K, S>,
+    timers: &'a Timers,
 }
 
 /// The decoded form of [`KeyedSnapRef`].
 #[derive(Deserialize)]
-pub(crate) struct KeyedSnap<P, K: Eq + Hash, S> {
-    pub spec: P,
-    pub watermark: i64,
-    pub slab: KeySlab<K, S>,
-    pub timers: Timers,
+struct KeyedSnap<P, K: Eq + Hash, S> {
+    spec: P,
+    watermark: i64,
+    slab: KeySlab<K, S>,
+    timers: Timers,
+}
+
+/// Encodes a keyed operator's checkpoint under the operator kind `tag`.
+pub(crate) fn encode_keyed<P: Serialize, K: Eq + Hash + Serialize, S: Serialize>(
+    tag: u8,
+    spec: P,
+    watermark: i64,
+    slab: &KeySlab<K, S>,
+    timers: &Timers,
+) -> Result<Vec<u8>, StreamError> {
+    codec::encode(
+        tag,
+        &KeyedSnapRef {
+            spec,
+            watermark,
+            slab,
+            timers,
+        },
+    )
+}
+
+/// Decodes a checkpoint written by [`encode_keyed`] for an operator defined by `spec` (`what`
+/// names the kind in the error when the definitions differ); the key index is rebuilt.
+pub(crate) fn decode_keyed<P, K, S>(
+    tag: u8,
+    bytes: &[u8],
+    spec: &P,
+    what: &str,
+) -> Result<(i64, KeySlab<K, S>, Timers), StreamError>
+where
+    P: DeserializeOwned + PartialEq + std::fmt::Debug,
+    K: Eq + Hash + Clone + DeserializeOwned,
+    S: SlotState + DeserializeOwned,
+{
+    let snap: KeyedSnap<P, K, S> = codec::decode(tag, bytes)?;
+    if snap.spec != *spec {
+        return Err(StreamError::State(format!(
+            "snapshot is for {what} {:?}, operator has {spec:?}",
+            snap.spec
+        )));
+    }
+    let mut slab = snap.slab;
+    slab.rebuild_index();
+    Ok((snap.watermark, slab, snap.timers))
 }

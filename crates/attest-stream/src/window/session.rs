@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::keyed::{KeySlab, KeyedSnap, KeyedSnapRef, SlotState, Timers};
+use super::keyed::{decode_keyed, encode_keyed, KeySlab, SlotState, Timers};
 use super::{millis, EmitMode, WindowResult};
 use crate::agg::Aggregator;
-use crate::codec::{self, tags};
+use crate::codec::tags;
 use crate::operator::LateHint;
 use crate::time::MIN_TIMESTAMP;
 use crate::{Collector, Operator, StreamError, Timestamp};
@@ -293,30 +293,18 @@ where
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, StreamError> {
-        codec::encode(
+        encode_keyed(
             tags::SESSION,
-            &KeyedSnapRef {
-                spec: self.spec,
-                watermark: self.watermark,
-                slab: &self.slab,
-                timers: &self.timers,
-            },
+            self.spec,
+            self.watermark,
+            &self.slab,
+            &self.timers,
         )
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), StreamError> {
-        let snap: KeyedSnap<SessionSpec, K, SessionKey<A::Acc>> =
-            codec::decode(tags::SESSION, snapshot)?;
-        if snap.spec != self.spec {
-            return Err(StreamError::State(format!(
-                "snapshot is for sessions {:?}, operator has {:?}",
-                snap.spec, self.spec
-            )));
-        }
-        self.watermark = snap.watermark;
-        self.slab = snap.slab;
-        self.slab.rebuild_index();
-        self.timers = snap.timers;
+        (self.watermark, self.slab, self.timers) =
+            decode_keyed(tags::SESSION, snapshot, &self.spec, "sessions")?;
         Ok(())
     }
 }

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::keyed::{KeySlab, KeyedSnap, KeyedSnapRef, SlotState, Timers};
+use super::keyed::{decode_keyed, encode_keyed, KeySlab, SlotState, Timers};
 use super::two_stack::TwoStack;
 use super::{millis, EmitMode, WindowResult};
 use crate::agg::Aggregator;
-use crate::codec::{self, tags};
+use crate::codec::tags;
 use crate::operator::LateHint;
 use crate::time::MIN_TIMESTAMP;
 use crate::{Collector, Operator, StreamError, Timestamp};
@@ -358,30 +358,18 @@ where
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, StreamError> {
-        codec::encode(
+        encode_keyed(
             tags::SLIDING,
-            &KeyedSnapRef {
-                spec: self.spec,
-                watermark: self.watermark,
-                slab: &self.slab,
-                timers: &self.timers,
-            },
+            self.spec,
+            self.watermark,
+            &self.slab,
+            &self.timers,
         )
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), StreamError> {
-        let snap: KeyedSnap<SlidingSpec, K, SlidingKey<A::Acc>> =
-            codec::decode(tags::SLIDING, snapshot)?;
-        if snap.spec != self.spec {
-            return Err(StreamError::State(format!(
-                "snapshot is for sliding windows {:?}, operator has {:?}",
-                snap.spec, self.spec
-            )));
-        }
-        self.watermark = snap.watermark;
-        self.slab = snap.slab;
-        self.slab.rebuild_index();
-        self.timers = snap.timers;
+        (self.watermark, self.slab, self.timers) =
+            decode_keyed(tags::SLIDING, snapshot, &self.spec, "sliding windows")?;
         Ok(())
     }
 }
